@@ -1,0 +1,462 @@
+//! Configuration: defaults ← TOML file ← `BFFGATE_<SECTION>__<KEY>` environment variables.
+//!
+//! Owns parsing and validation only; it builds nothing. Unknown keys are an error that names
+//! the key, durations are human-readable (`5m`, `14d`), secrets have a redacting `Debug`.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use base64::Engine as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with the `BFFGATE_` prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["BFFGATE_CONFIG", "BFFGATE_LOG", "BFFGATE_LOG_FORMAT"];
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the gateway listens on.
+    pub listen: String,
+    /// The origin browsers load the app from; a foreign `Origin` header is refused.
+    pub public_origin: String,
+    /// The shared store. Absent: the embedded memory store (one instance, lost on restart).
+    pub redis: Option<RedisConfig>,
+    pub cookie: CookieConfig,
+    pub session: SessionConfig,
+    pub jwt: JwtConfig,
+    pub password: PasswordConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_origin: "http://localhost:8080".into(),
+            redis: None,
+            cookie: CookieConfig::default(),
+            session: SessionConfig::default(),
+            jwt: JwtConfig::default(),
+            password: PasswordConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: Redacted,
+    /// Prefix of every key the gateway writes.
+    pub key_prefix: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Bound on connecting, waiting for a pooled connection, and each command.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: Redacted::new("redis://127.0.0.1:6379"),
+            key_prefix: "bffgate:".into(),
+            pool_size: 16,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    Strict,
+    Lax,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CookieConfig {
+    /// Cookie name; with `secure = true` it should carry the `__Host-` prefix.
+    pub name: Option<String>,
+    /// Base64 of 64 random bytes. Absent: a random key per start (sessions die on restart).
+    pub key: Option<Redacted>,
+    pub secure: bool,
+    pub same_site: SameSite,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            key: None,
+            secure: true,
+            same_site: SameSite::Strict,
+        }
+    }
+}
+
+impl CookieConfig {
+    /// The effective cookie name: the configured one, else `__Host-bff` (or `bff` when not
+    /// `Secure`, since browsers refuse `__Host-` cookies without `Secure`).
+    pub fn effective_name(&self) -> String {
+        match (&self.name, self.secure) {
+            (Some(name), _) => name.clone(),
+            (None, true) => "__Host-bff".into(),
+            (None, false) => "bff".into(),
+        }
+    }
+
+    /// The decoded 64-byte key, if one is configured.
+    pub fn key_bytes(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(key) = &self.key else {
+            return Ok(None);
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key.expose().trim())
+            .map_err(|_| ConfigError::invalid("cookie.key", "is not valid base64"))?;
+        if bytes.len() != 64 {
+            return Err(ConfigError::invalid(
+                "cookie.key",
+                format!("must decode to 64 bytes, got {}", bytes.len()),
+            ));
+        }
+        Ok(Some(bytes))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Lifetime of an access JWT.
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    /// Refresh when the access token expires within this.
+    #[serde(with = "humantime_serde")]
+    pub refresh_before: Duration,
+    /// A session unused (not rotated) for this long ends.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after login, however active.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// A replay of the just-rotated refresh token within this window gets the same successor.
+    #[serde(with = "humantime_serde")]
+    pub reuse_grace: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            access_ttl: Duration::from_secs(5 * 60),
+            refresh_before: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(14 * 24 * 3600),
+            max_lifetime: Duration::from_secs(30 * 24 * 3600),
+            reuse_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// PKCS#8 PEM Ed25519 private key. Absent: generated per start.
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "bffgate".into(),
+            audience: "api".into(),
+            signing_key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// Argon2 verifications running at once; more wait. 0: one per CPU core.
+    pub max_concurrent: usize,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        Self { max_concurrent: 0 }
+    }
+}
+
+/// A string secret whose `Debug` and serialised form never show the value.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(SecretString);
+
+impl Redacted {
+    pub fn new(value: &str) -> Self {
+        Self(SecretString::from(value))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Redacted {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
+
+/// Why a configuration could not be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults ← the TOML file (if any) ← `BFFGATE_*` environment variables, then
+    /// validates.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, env)
+    }
+
+    /// Like [`Config::load`], with the environment given (tests).
+    pub fn load_from(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} not found",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let overrides: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("BFFGATE_") && !NON_CONFIG_ENV.contains(&k.as_str()))
+            .filter(|(k, _)| !k.starts_with("BFFGATE_TEST_"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("BFFGATE")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        );
+        let raw = builder
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let config: Config = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: relations between values and their formats.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let origin = url::Url::parse(&self.public_origin)
+            .map_err(|e| ConfigError::invalid("public_origin", format!("is not a URL: {e}")))?;
+        if !matches!(origin.scheme(), "http" | "https") || origin.host_str().is_none() {
+            return Err(ConfigError::invalid(
+                "public_origin",
+                "must be an http(s) origin such as https://app.example.com",
+            ));
+        }
+        if let Some(redis) = &self.redis {
+            let url = redis.url.expose();
+            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                return Err(ConfigError::invalid(
+                    "redis.url",
+                    "must start with redis:// or unix:// (TLS, Sentinel and Cluster are not supported yet)",
+                ));
+            }
+            if redis.pool_size == 0 {
+                return Err(ConfigError::invalid(
+                    "redis.pool_size",
+                    "must be at least 1",
+                ));
+            }
+            if redis.timeout.is_zero() {
+                return Err(ConfigError::invalid(
+                    "redis.timeout",
+                    "must be more than 0s",
+                ));
+            }
+        }
+        self.cookie.key_bytes()?;
+        let name = self.cookie.effective_name();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Err(ConfigError::invalid(
+                "cookie.name",
+                "must be non-empty and use only letters, digits, '-' and '_'",
+            ));
+        }
+        if name.starts_with("__Host-") && !self.cookie.secure {
+            return Err(ConfigError::invalid(
+                "cookie.name",
+                "a __Host- cookie requires cookie.secure = true",
+            ));
+        }
+        let s = &self.session;
+        if s.access_ttl.is_zero() {
+            return Err(ConfigError::invalid(
+                "session.access_ttl",
+                "must be more than 0s",
+            ));
+        }
+        if s.refresh_before >= s.access_ttl {
+            return Err(ConfigError::invalid(
+                "session.refresh_before",
+                "must be shorter than session.access_ttl",
+            ));
+        }
+        if s.idle_timeout.is_zero() || s.idle_timeout > s.max_lifetime {
+            return Err(ConfigError::invalid(
+                "session.idle_timeout",
+                "must be more than 0s and at most session.max_lifetime",
+            ));
+        }
+        if s.reuse_grace > s.idle_timeout {
+            return Err(ConfigError::invalid(
+                "session.reuse_grace",
+                "must be at most session.idle_timeout",
+            ));
+        }
+        if self.jwt.issuer.is_empty() {
+            return Err(ConfigError::invalid("jwt.issuer", "must not be empty"));
+        }
+        if self.jwt.audience.is_empty() {
+            return Err(ConfigError::invalid("jwt.audience", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The parsed `listen` address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| ConfigError::invalid("listen", "must be an address like 127.0.0.1:8080"))
+    }
+
+    /// `public_origin` as browsers send it in `Origin` (scheme://host[:port], no path).
+    pub fn origin(&self) -> String {
+        url::Url::parse(&self.public_origin)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| self.public_origin.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.session.access_ttl, Duration::from_secs(300));
+        assert_eq!(c.cookie.effective_name(), "__Host-bff");
+        assert!(c.redis.is_none());
+    }
+
+    #[test]
+    fn durations_are_human_readable_and_env_overrides_file() {
+        let f = toml_file("[session]\nidle_timeout = \"14d\"\naccess_ttl = \"2m\"\n");
+        let c = Config::load_from(
+            Some(f.path()),
+            env(&[
+                ("BFFGATE_SESSION__ACCESS_TTL", "3m"),
+                ("BFFGATE_CONFIG", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.session.idle_timeout, Duration::from_secs(14 * 86400));
+        assert_eq!(c.session.access_ttl, Duration::from_secs(180));
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let f = toml_file("[session]\nidle_timeot = \"1d\"\n");
+        let err = Config::load_from(Some(f.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("idle_timeot"), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        let err =
+            Config::load_from(None, env(&[("BFFGATE_REDIS__URLL", "redis://x")])).unwrap_err();
+        assert!(err.to_string().contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn short_cookie_key_is_rejected_with_its_key() {
+        let err = Config::load_from(None, env(&[("BFFGATE_COOKIE__KEY", "c2hvcnQ=")])).unwrap_err();
+        assert!(err.to_string().contains("cookie.key"), "{err}");
+    }
+
+    #[test]
+    fn insecure_cookie_drops_host_prefix() {
+        let c = Config::load_from(None, env(&[("BFFGATE_COOKIE__SECURE", "false")])).unwrap();
+        assert_eq!(c.cookie.effective_name(), "bff");
+    }
+
+    #[test]
+    fn refresh_before_must_be_below_access_ttl() {
+        let err = Config::load_from(None, env(&[("BFFGATE_SESSION__REFRESH_BEFORE", "10m")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("session.refresh_before"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
+        let c = Config::load_from(None, env(&[("BFFGATE_COOKIE__KEY", &key)])).unwrap();
+        assert!(!format!("{c:?}").contains(&key));
+        assert!(format!("{c:?}").contains("[redacted]"));
+    }
+}

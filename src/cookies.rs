@@ -1,0 +1,147 @@
+//! The session cookie: the only place it is built, read, written or removed.
+//!
+//! actix-session's `CookieSessionStore` seals `{at, rt}` with AES-256-GCM (private content
+//! security) under the cookie key. `Max-Age` is the idle timeout, renewed whenever the cookie
+//! changes; the server alone decides validity. A cookie that does not open is treated as
+//! absent and, on a 401, removed.
+
+use std::time::Duration;
+
+use actix_session::{
+    config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy},
+    storage::CookieSessionStore,
+    Session, SessionMiddleware,
+};
+use actix_web::{
+    body::MessageBody,
+    cookie::{time::Duration as CookieDuration, Cookie, Key, SameSite},
+    dev::{ServiceRequest, ServiceResponse},
+    http::header,
+    middleware::Next,
+    web::Data,
+    HttpRequest,
+};
+
+use crate::{config::Config, session::CookieTokens};
+
+const ACCESS: &str = "at";
+const REFRESH: &str = "rt";
+
+/// Marker a response carries when the session cookie must be removed.
+#[derive(Debug, Clone, Copy)]
+pub struct ClearSessionCookie;
+
+/// How the session cookie is named, scoped and sealed.
+#[derive(Clone)]
+pub struct CookieSettings {
+    pub name: String,
+    secure: bool,
+    same_site: SameSite,
+    idle: Duration,
+    key: Key,
+}
+
+impl std::fmt::Debug for CookieSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieSettings")
+            .field("name", &self.name)
+            .field("secure", &self.secure)
+            .field("key", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl CookieSettings {
+    /// From the configuration; `master_key` is the 64-byte cookie key.
+    pub fn new(config: &Config, master_key: &[u8]) -> Result<Self, String> {
+        let key = Key::try_from(master_key).map_err(|e| format!("cookie.key: {e}"))?;
+        Ok(Self {
+            name: config.cookie.effective_name(),
+            secure: config.cookie.secure,
+            same_site: match config.cookie.same_site {
+                crate::config::SameSite::Strict => SameSite::Strict,
+                crate::config::SameSite::Lax => SameSite::Lax,
+            },
+            idle: config.session.idle_timeout,
+            key,
+        })
+    }
+
+    /// The actix-session middleware that opens and seals the cookie.
+    pub fn middleware(&self) -> SessionMiddleware<CookieSessionStore> {
+        let max_age =
+            CookieDuration::seconds(i64::try_from(self.idle.as_secs()).unwrap_or(i64::MAX));
+        SessionMiddleware::builder(CookieSessionStore::default(), self.key.clone())
+            .cookie_name(self.name.clone())
+            .cookie_secure(self.secure)
+            .cookie_http_only(true)
+            .cookie_same_site(self.same_site)
+            .cookie_path("/".into())
+            .cookie_domain(None)
+            .cookie_content_security(CookieContentSecurity::Private)
+            .session_lifecycle(
+                PersistentSession::default()
+                    .session_ttl(max_age)
+                    .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
+            )
+            .build()
+    }
+
+    /// A `Set-Cookie` that removes the session cookie (same name, path and attributes).
+    pub fn removal(&self) -> Cookie<'static> {
+        let mut cookie = Cookie::build(self.name.clone(), "")
+            .path("/")
+            .secure(self.secure)
+            .http_only(true)
+            .same_site(self.same_site)
+            .finish();
+        cookie.make_removal();
+        cookie
+    }
+
+    /// Did the request carry a session cookie at all (whether or not it opens)?
+    pub fn is_present(&self, req: &HttpRequest) -> bool {
+        req.cookie(&self.name).is_some()
+    }
+}
+
+/// The tokens in the session, if the cookie opened and holds both.
+pub fn read(session: &Session) -> Option<CookieTokens> {
+    let access = session.get::<String>(ACCESS).ok().flatten()?;
+    let refresh = session.get::<String>(REFRESH).ok().flatten()?;
+    Some(CookieTokens { access, refresh })
+}
+
+/// Puts new tokens in the session; the middleware seals them into a new cookie.
+pub fn write(session: &Session, tokens: &CookieTokens) -> Result<(), String> {
+    session
+        .insert(ACCESS, &tokens.access)
+        .and_then(|()| session.insert(REFRESH, &tokens.refresh))
+        .map_err(|e| e.to_string())
+}
+
+/// Middleware: removes the session cookie when a response is marked [`ClearSessionCookie`]
+/// and the request carried one. Removal is never decided anywhere else.
+pub async fn clear_when_marked(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let settings = req.app_data::<Data<CookieSettings>>().cloned();
+    let had_cookie = settings
+        .as_ref()
+        .is_some_and(|s| s.is_present(req.request()));
+    let mut res = next.call(req).await?;
+    let marked = res
+        .response()
+        .extensions()
+        .get::<ClearSessionCookie>()
+        .is_some();
+    if let (true, true, Some(settings)) = (marked, had_cookie, settings) {
+        let value = header::HeaderValue::from_str(&settings.removal().to_string())
+            .map_err(actix_web::error::ErrorInternalServerError)?;
+        res.response_mut()
+            .headers_mut()
+            .append(header::SET_COOKIE, value);
+    }
+    Ok(res)
+}

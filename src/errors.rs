@@ -1,0 +1,152 @@
+//! The one error type at the HTTP edge: each variant maps to a status and a stable problem
+//! `type` (RFC 9457 `application/problem+json`). 5xx bodies carry no internals; the cause is
+//! logged instead.
+
+use actix_web::{
+    error::JsonPayloadError,
+    http::{header, StatusCode},
+    HttpResponse, ResponseError,
+};
+
+use crate::{
+    cookies::ClearSessionCookie,
+    session::{InvalidReason, SessionError},
+};
+
+/// Seconds a client should wait before retrying after a store outage.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
+
+/// Every error an HTTP handler can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("invalid email or password")]
+    BadCredentials,
+    #[error("no valid session")]
+    Unauthenticated(InvalidReason),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("the session store is unavailable")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad-request",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::BadCredentials => "invalid-credentials",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound => "not-found",
+            Self::Unavailable(_) => "store-unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "Malformed request",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::PayloadTooLarge => "Request body too large",
+            Self::BadCredentials => "Invalid email or password",
+            Self::Unauthenticated(_) => "Not signed in",
+            Self::Forbidden(_) => "Forbidden",
+            Self::NotFound => "Not found",
+            Self::Unavailable(_) => "Temporarily unavailable",
+            Self::Internal(_) => "Internal error",
+        }
+    }
+
+    /// Text for the client; never internals.
+    fn detail(&self) -> Option<String> {
+        match self {
+            Self::BadRequest(d) => Some(d.clone()),
+            Self::Forbidden(why) => Some((*why).to_owned()),
+            Self::Unauthenticated(_) => Some("sign in again".into()),
+            Self::Unavailable(_) => Some(
+                "the session store cannot be reached; try again shortly, your session is kept"
+                    .into(),
+            ),
+            Self::UnsupportedMediaType | Self::PayloadTooLarge => Some(self.to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadCredentials | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            Self::Internal(cause) => tracing::error!(%cause, "internal error"),
+            Self::Unavailable(cause) => tracing::warn!(%cause, "store unavailable"),
+            _ => {}
+        }
+        let mut body = serde_json::json!({
+            "type": format!("urn:bffgate:problem:{}", self.slug()),
+            "title": self.title(),
+            "status": status.as_u16(),
+        });
+        if let Some(detail) = self.detail() {
+            body["detail"] = detail.into();
+        }
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        if let Self::Unavailable(_) = self {
+            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+        }
+        let mut response = response.body(body.to_string());
+        if let Self::Unauthenticated(_) = self {
+            response.extensions_mut().insert(ClearSessionCookie);
+        }
+        response
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::BadCredentials => Self::BadCredentials,
+            SessionError::Invalid(reason) => Self::Unauthenticated(reason),
+            SessionError::Unavailable(m) => Self::Unavailable(m),
+            SessionError::NotFound => Self::NotFound,
+            SessionError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<JsonPayloadError> for ApiError {
+    fn from(e: JsonPayloadError) -> Self {
+        match e {
+            JsonPayloadError::ContentType => Self::UnsupportedMediaType,
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                Self::PayloadTooLarge
+            }
+            JsonPayloadError::Deserialize(e) => Self::BadRequest(format!("invalid JSON body: {e}")),
+            other => Self::BadRequest(format!("unreadable body: {other}")),
+        }
+    }
+}

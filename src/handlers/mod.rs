@@ -1,0 +1,5 @@
+//! HTTP handlers: `/auth/*`, health, JWKS. They translate between HTTP and the session
+//! service; no rotation or store logic lives here.
+
+pub mod auth;
+pub mod health;

@@ -1,0 +1,206 @@
+//! bffgate: a backend-for-frontend gateway. Browsers hold one sealed `HttpOnly` cookie; the
+//! gateway keeps the access JWT and the rotating refresh token inside it and the refresh-token
+//! families in a store shared by every instance.
+//!
+//! [`build_server`] is what both the binary and the tests call.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod cookies;
+pub mod csrf;
+pub mod errors;
+pub mod handlers;
+pub mod password;
+pub mod session;
+pub mod store;
+pub mod tokens;
+pub mod users;
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_web::{
+    dev::Server,
+    middleware::{from_fn, DefaultHeaders},
+    web::{self, Data},
+    App, HttpResponse, HttpServer,
+};
+
+use crate::{
+    clock::{Clock, SystemClock},
+    config::Config,
+    cookies::CookieSettings,
+    csrf::PublicOrigin,
+    errors::ApiError,
+    password::Passwords,
+    session::{SessionSettings, Sessions},
+    store::{memory::MemoryStore, redis::RedisStore, Store},
+    tokens::{Sealer, Signer},
+};
+
+/// Largest JSON body `/auth/*` accepts.
+const MAX_JSON_BODY: usize = 4 * 1024;
+
+/// Why the gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub sessions: Sessions,
+    pub signer: Arc<Signer>,
+}
+
+/// Opens the configured store: Redis when `[redis]` is set, else the embedded memory store.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, BuildError> {
+    match &config.redis {
+        Some(redis) => Ok(Arc::new(
+            RedisStore::connect(
+                redis.url.expose(),
+                &redis.key_prefix,
+                redis.pool_size,
+                redis.timeout,
+            )
+            .map_err(|e| BuildError::Setup(e.to_string()))?,
+        )),
+        None => Ok(Arc::new(MemoryStore::new())),
+    }
+}
+
+/// A gateway ready to serve: configuration checked, keys loaded, store opened.
+pub struct Gateway {
+    config: Config,
+    state: Data<AppState>,
+    cookies: CookieSettings,
+}
+
+impl Gateway {
+    /// Builds the gateway on the system clock.
+    pub fn new(config: Config) -> Result<Self, BuildError> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Builds the gateway with a given clock (tests move time).
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
+        config.validate()?;
+        let store = open_store(&config)?;
+        Self::with_store(config, store, clock)
+    }
+
+    /// Builds the gateway on a given store.
+    pub fn with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BuildError> {
+        config.validate()?;
+        if config.redis.is_none() {
+            tracing::warn!("no [redis] configured: using the embedded memory store; sessions are lost on restart and cannot be shared between instances");
+        }
+        let master_key = match config.cookie.key_bytes()? {
+            Some(key) => key,
+            None => {
+                tracing::warn!("no cookie.key configured: using a random key; every session ends when the gateway restarts");
+                tokens::random_cookie_key().map_err(|e| BuildError::Setup(e.to_string()))?
+            }
+        };
+        if !config.cookie.secure {
+            tracing::warn!(cookie = %config.cookie.effective_name(), "cookie.secure = false: the session cookie is sent over plain http; use only for development");
+        }
+        let signer = match &config.jwt.signing_key_file {
+            Some(path) => Signer::from_pem_file(path),
+            None => {
+                tracing::warn!("no jwt.signing_key_file configured: using a key generated for this run; upstream APIs must refetch the JWKS after a restart");
+                Signer::generate()
+            }
+        }
+        .map_err(|e| BuildError::Setup(format!("jwt.signing_key_file: {e}")))?;
+        let signer = Arc::new(signer);
+        let passwords = Passwords::new(config.password.max_concurrent)
+            .map_err(|e| BuildError::Setup(e.to_string()))?;
+        let cookies = CookieSettings::new(&config, &master_key).map_err(BuildError::Setup)?;
+        let sessions = Sessions::new(
+            store,
+            passwords,
+            Arc::clone(&signer),
+            Sealer::new(&master_key),
+            clock,
+            SessionSettings::from_config(&config),
+        );
+        Ok(Self {
+            config,
+            state: Data::new(AppState { sessions, signer }),
+            cookies,
+        })
+    }
+
+    /// The store this gateway uses (seeding the demo user, tests).
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(self.state.sessions.store())
+    }
+
+    /// Starts serving on `listener`; the returned server runs when awaited or spawned.
+    pub fn serve(self, listener: TcpListener) -> Result<Server, BuildError> {
+        let Self {
+            config,
+            state,
+            cookies,
+        } = self;
+        let origin = Data::new(PublicOrigin(config.origin()));
+        let cookie_data = Data::new(cookies);
+        let server = HttpServer::new(move || {
+            let json = web::JsonConfig::default()
+                .limit(MAX_JSON_BODY)
+                .content_type_required(true)
+                .error_handler(|err, _req| ApiError::from(err).into());
+            // middleware order (outermost first): clear-marked cookies, then the session
+            // cookie; within /auth: no-store headers, then the CSRF check.
+            App::new()
+                .app_data(state.clone())
+                .app_data(origin.clone())
+                .app_data(cookie_data.clone())
+                .app_data(json)
+                .app_data(
+                    web::PathConfig::default()
+                        .error_handler(|err, _req| ApiError::BadRequest(err.to_string()).into()),
+                )
+                .wrap(cookie_data.middleware())
+                .wrap(from_fn(cookies::clear_when_marked))
+                .service(handlers::health::healthz)
+                .service(handlers::health::readyz)
+                .service(handlers::health::jwks)
+                .service(
+                    web::scope("/auth")
+                        .wrap(from_fn(csrf::require))
+                        .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
+                        .service(handlers::auth::login)
+                        .service(handlers::auth::refresh)
+                        .service(handlers::auth::logout)
+                        .service(handlers::auth::logout_all)
+                        .service(handlers::auth::current)
+                        .service(handlers::auth::list)
+                        .service(handlers::auth::revoke),
+                )
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::NotFound)
+                }))
+        })
+        .listen(listener)?
+        .shutdown_timeout(10)
+        .run();
+        Ok(server)
+    }
+}
+
+/// Builds the gateway from `config` and serves it on `listener` (what `main` and tests call).
+pub fn build_server(config: Config, listener: TcpListener) -> Result<Server, BuildError> {
+    Gateway::new(config)?.serve(listener)
+}

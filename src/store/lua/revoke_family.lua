@@ -1,0 +1,16 @@
+-- revoke_family.lua: mark a family revoked, keeping it as a tombstone until it expires.
+--
+-- KEYS[1]  family hash         <prefix>fam:{<family_id>}
+-- KEYS[2]  sealed successor    <prefix>fam:{<family_id>}:next
+-- ARGV[1]  reason (logout, logout_all, reuse, admin, user_disabled, replaced)
+-- ARGV[2]  now, ms since the epoch
+--
+-- Returns 1 if the family was live and is now revoked, 0 if it was missing, expired or
+-- already revoked (the first reason is kept).
+local f = redis.call('HMGET', KEYS[1], 'uid', 'exp', 'revoked')
+if not f[1] or f[3] or tonumber(ARGV[2]) >= tonumber(f[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'revoked', ARGV[1], 'revoked_at', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1

@@ -1,0 +1,63 @@
+-- rotate_family.lua: one atomic rotation of a refresh-token family (DESIGN.md §5).
+--
+-- KEYS[1]  family hash         <prefix>fam:{<family_id>}
+-- KEYS[2]  sealed successor    <prefix>fam:{<family_id>}:next   (same hash tag, same slot)
+-- ARGV[1]  SHA-256 of the presented secret
+-- ARGV[2]  SHA-256 of the freshly minted successor secret
+-- ARGV[3]  the successor, sealed (kept for the grace window only)
+-- ARGV[4]  now, ms since the epoch
+-- ARGV[5]  idle timeout, ms
+-- ARGV[6]  reuse grace window, ms
+--
+-- Returns one of
+--   {"rotated", uid, gen, exp, abs_exp}          presented == cur: successor is now cur
+--   {"grace", uid, gen, exp, abs_exp, sealed}    presented == prev within the grace window:
+--                                                the same successor, never a new branch
+--   {"reuse", uid}                   any other secret: family revoked (reason=reuse)
+--   {"revoked"}                      family already revoked (a tombstone)
+--   {"expired"}                      family missing, or idle/absolute expiry has passed
+--
+-- Numbers are written with string.format('%d') so that Lua's float formatting never turns a
+-- timestamp into 1.7e+12.
+local f = redis.call('HMGET', KEYS[1], 'uid', 'cur', 'prev', 'prev_at', 'exp', 'abs_exp', 'revoked', 'gen')
+local uid, cur, prev, prev_at, exp, abs_exp, revoked, gen = f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]
+if not uid then
+  return {'expired'}
+end
+if revoked then
+  return {'revoked'}
+end
+local now = tonumber(ARGV[4])
+if now >= tonumber(exp) then
+  return {'expired'}
+end
+local grace = tonumber(ARGV[6])
+
+if ARGV[1] == cur then
+  local new_gen = tonumber(gen) + 1
+  local new_exp = math.min(now + tonumber(ARGV[5]), tonumber(abs_exp))
+  redis.call('HSET', KEYS[1],
+    'prev', cur, 'prev_at', ARGV[4], 'cur', ARGV[2],
+    'gen', string.format('%d', new_gen), 'last_used', ARGV[4],
+    'exp', string.format('%d', new_exp))
+  redis.call('PEXPIRE', KEYS[1], string.format('%d', new_exp - now))
+  if grace > 0 then
+    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[6])
+  else
+    redis.call('DEL', KEYS[2])
+  end
+  return {'rotated', uid, string.format('%d', new_gen), string.format('%d', new_exp), abs_exp}
+end
+
+if prev and ARGV[1] == prev and now - tonumber(prev_at) <= grace then
+  local sealed = redis.call('GET', KEYS[2])
+  if sealed then
+    return {'grace', uid, gen, exp, abs_exp, sealed}
+  end
+end
+
+-- A rotated-out secret after the grace window, or an older generation: kill the family.
+-- The hash stays (with its expiry) as a tombstone so that later replays are recognised.
+redis.call('HSET', KEYS[1], 'revoked', 'reuse', 'revoked_at', ARGV[4])
+redis.call('DEL', KEYS[2])
+return {'reuse', uid}

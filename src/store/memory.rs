@@ -1,0 +1,236 @@
+//! The embedded store: one gateway instance, nothing kept across a restart.
+//!
+//! Same semantics as the Redis store (the acceptance suite runs against both): expiry is
+//! judged against the `now` passed in, and expired entries are dropped lazily.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Mutex,
+};
+
+use async_trait::async_trait;
+
+use super::{
+    family_expiry, FamilyInfo, FamilyState, NewFamily, RevokeReason, RotateOutcome, RotateRequest,
+    Store, StoreError, UserRecord,
+};
+use crate::{clock::Millis, tokens::hashes_equal};
+
+#[derive(Debug, Clone)]
+struct Family {
+    info: FamilyInfo,
+    cur: String,
+    prev: Option<(String, Millis)>,
+    /// The sealed successor, served to replays of `prev` within the grace window.
+    next: Option<String>,
+    revoked: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    users: BTreeMap<String, UserRecord>,
+    emails: HashMap<String, String>,
+    families: HashMap<String, Family>,
+    user_families: HashMap<String, HashSet<String>>,
+}
+
+/// Users and families in this process's memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
+    }
+}
+
+impl Inner {
+    /// The family, unless its record has expired (then it is dropped, as Redis would).
+    fn family_mut(&mut self, id: &str, now: Millis) -> Option<&mut Family> {
+        let expired = self
+            .families
+            .get(id)
+            .is_some_and(|f| now >= f.info.idle_exp);
+        if expired {
+            self.families.remove(id);
+            return None;
+        }
+        self.families.get_mut(id)
+    }
+
+    fn state(&mut self, id: &str, now: Millis) -> FamilyState {
+        match self.family_mut(id, now) {
+            None => FamilyState::Expired,
+            Some(f) => match &f.revoked {
+                Some(reason) => FamilyState::Revoked {
+                    reason: reason.clone(),
+                },
+                None => FamilyState::Live(f.info.clone()),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.lock().map(|_| ())
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        if inner.emails.contains_key(&user.email) {
+            return Err(StoreError::Conflict);
+        }
+        inner.emails.insert(user.email.clone(), user.id.clone());
+        inner.users.insert(user.id.clone(), user.clone());
+        Ok(())
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .emails
+            .get(email)
+            .and_then(|id| inner.users.get(id))
+            .cloned())
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.lock()?.users.get(id).cloned())
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.lock()?.users.insert(user.id.clone(), user.clone());
+        Ok(())
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let mut users: Vec<UserRecord> = self.lock()?.users.values().cloned().collect();
+        users.sort_by(|a, b| a.email.cmp(&b.email));
+        Ok(users)
+    }
+
+    async fn create_family(&self, f: &NewFamily) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        let family = Family {
+            info: FamilyInfo {
+                id: f.id.clone(),
+                user_id: f.user_id.clone(),
+                generation: 0,
+                created: f.now,
+                last_used: f.now,
+                idle_exp: family_expiry(f.now, f.idle_ms, f.abs_exp),
+                abs_exp: f.abs_exp,
+                user_agent: f.user_agent.clone(),
+                ip: f.ip.clone(),
+            },
+            cur: f.secret_hash.clone(),
+            prev: None,
+            next: None,
+            revoked: None,
+        };
+        inner.families.insert(f.id.clone(), family);
+        inner
+            .user_families
+            .entry(f.user_id.clone())
+            .or_default()
+            .insert(f.id.clone());
+        Ok(())
+    }
+
+    async fn family(&self, id: &str, now: Millis) -> Result<FamilyState, StoreError> {
+        Ok(self.lock()?.state(id, now))
+    }
+
+    async fn rotate(&self, r: &RotateRequest) -> Result<RotateOutcome, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(f) = inner.family_mut(&r.family_id, r.now) else {
+            return Ok(RotateOutcome::Expired);
+        };
+        if f.revoked.is_some() {
+            return Ok(RotateOutcome::Revoked);
+        }
+        let user_id = f.info.user_id.clone();
+        if hashes_equal(&r.presented_hash, &f.cur) {
+            let rotated_out = std::mem::replace(&mut f.cur, r.successor_hash.clone());
+            f.prev = Some((rotated_out, r.now));
+            f.next = (r.grace_ms > 0).then(|| r.sealed_successor.clone());
+            f.info.generation += 1;
+            f.info.last_used = r.now;
+            f.info.idle_exp = family_expiry(r.now, r.idle_ms, f.info.abs_exp);
+            return Ok(RotateOutcome::Rotated {
+                user_id,
+                generation: f.info.generation,
+                idle_exp: f.info.idle_exp,
+                abs_exp: f.info.abs_exp,
+            });
+        }
+        if let (Some((prev, prev_at)), Some(sealed)) = (&f.prev, &f.next) {
+            let within_grace = r.now - prev_at <= r.grace_ms;
+            if within_grace && hashes_equal(&r.presented_hash, prev) {
+                return Ok(RotateOutcome::Grace {
+                    user_id,
+                    generation: f.info.generation,
+                    idle_exp: f.info.idle_exp,
+                    abs_exp: f.info.abs_exp,
+                    sealed_successor: sealed.clone(),
+                });
+            }
+        }
+        f.revoked = Some(RevokeReason::Reuse.as_str().to_owned());
+        f.next = None;
+        Ok(RotateOutcome::ReuseDetected { user_id })
+    }
+
+    async fn revoke_family(
+        &self,
+        id: &str,
+        reason: RevokeReason,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.family_mut(id, now) {
+            Some(f) if f.revoked.is_none() => {
+                f.revoked = Some(reason.as_str().to_owned());
+                f.next = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn user_families(
+        &self,
+        user_id: &str,
+        now: Millis,
+    ) -> Result<Vec<FamilyInfo>, StoreError> {
+        let mut inner = self.lock()?;
+        let ids: Vec<String> = inner
+            .user_families
+            .get(user_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut live = Vec::new();
+        for id in ids {
+            match inner.state(&id, now) {
+                FamilyState::Live(info) => live.push(info),
+                _ => {
+                    if let Some(set) = inner.user_families.get_mut(user_id) {
+                        set.remove(&id);
+                    }
+                }
+            }
+        }
+        live.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+        Ok(live)
+    }
+}

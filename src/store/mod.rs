@@ -1,0 +1,199 @@
+//! The store boundary: users and refresh-token families.
+//!
+//! A small trait with two backends — [`redis::RedisStore`] (shared, many gateway instances)
+//! and [`memory::MemoryStore`] (embedded, one instance) — that pass one acceptance suite
+//! (`tests/store_acceptance.rs`). The store knows nothing of HTTP or cookies; it sees only
+//! hashes of refresh secrets and sealed successors, never a usable token. Time is passed in.
+
+pub mod memory;
+pub mod redis;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend is unreachable or timed out: retry later, keep the session.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A user with this email already exists.
+    #[error("a user with this email already exists")]
+    Conflict,
+    /// A record could not be read back (corrupt or foreign data).
+    #[error("store data: {0}")]
+    Corrupt(String),
+}
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: String,
+    /// Lower-cased.
+    pub email: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub created_ms: Millis,
+}
+
+/// Why a family was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeReason {
+    Logout,
+    LogoutAll,
+    Reuse,
+    Admin,
+    UserDisabled,
+    Replaced,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::Reuse => "reuse",
+            Self::Admin => "admin",
+            Self::UserDisabled => "user_disabled",
+            Self::Replaced => "replaced",
+        }
+    }
+}
+
+/// What a login writes: a new family whose current secret hash is `secret_hash`.
+#[derive(Debug, Clone)]
+pub struct NewFamily {
+    pub id: String,
+    pub user_id: String,
+    pub secret_hash: String,
+    pub now: Millis,
+    pub idle_ms: Millis,
+    pub abs_exp: Millis,
+    pub user_agent: String,
+    pub ip: String,
+}
+
+/// A live family as listed to its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyInfo {
+    pub id: String,
+    pub user_id: String,
+    pub generation: u64,
+    pub created: Millis,
+    pub last_used: Millis,
+    /// When idleness ends it: `min(last_used + idle, abs_exp)`.
+    pub idle_exp: Millis,
+    pub abs_exp: Millis,
+    pub user_agent: String,
+    pub ip: String,
+}
+
+/// A family's state at `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FamilyState {
+    Live(FamilyInfo),
+    Revoked { reason: String },
+    Expired,
+}
+
+/// One rotation attempt.
+#[derive(Debug, Clone)]
+pub struct RotateRequest {
+    pub family_id: String,
+    pub presented_hash: String,
+    pub successor_hash: String,
+    /// The successor token sealed for grace replays (see `tokens::Sealer`).
+    pub sealed_successor: String,
+    pub now: Millis,
+    pub idle_ms: Millis,
+    pub grace_ms: Millis,
+}
+
+/// The outcome of a rotation (DESIGN.md §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The presented secret was current: the successor is now current.
+    Rotated {
+        user_id: String,
+        generation: u64,
+        idle_exp: Millis,
+        abs_exp: Millis,
+    },
+    /// The presented secret was just rotated out, within the grace window: here is the same
+    /// successor the winner got.
+    Grace {
+        user_id: String,
+        generation: u64,
+        idle_exp: Millis,
+        abs_exp: Millis,
+        sealed_successor: String,
+    },
+    /// A rotated-out secret came back too late (or an older one): the family is now revoked.
+    ReuseDetected {
+        user_id: String,
+    },
+    Revoked,
+    Expired,
+}
+
+/// Users and families, shared by every gateway instance.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Is the backend reachable?
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Adds a user; [`StoreError::Conflict`] if the email is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// Looks a user up by lower-cased email.
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Replaces an existing user's password hash, roles and disabled flag.
+    async fn update_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Writes a new family; its key expires at `min(now + idle, abs_exp)`.
+    async fn create_family(&self, family: &NewFamily) -> Result<(), StoreError>;
+    /// The family's state at `now` (one round trip).
+    async fn family(&self, id: &str, now: Millis) -> Result<FamilyState, StoreError>;
+    /// Rotates atomically (one round trip); see [`RotateOutcome`].
+    async fn rotate(&self, request: &RotateRequest) -> Result<RotateOutcome, StoreError>;
+    /// Marks a family revoked, keeping it as a tombstone until it expires. `true` if it was live.
+    async fn revoke_family(
+        &self,
+        id: &str,
+        reason: RevokeReason,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+    /// The user's live families at `now`; dead index entries are pruned.
+    async fn user_families(
+        &self,
+        user_id: &str,
+        now: Millis,
+    ) -> Result<Vec<FamilyInfo>, StoreError>;
+}
+
+/// Revokes every live family of a user; returns how many were live.
+pub async fn revoke_user_families(
+    store: &dyn Store,
+    user_id: &str,
+    reason: RevokeReason,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    let mut revoked = 0;
+    for family in store.user_families(user_id, now).await? {
+        if store.revoke_family(&family.id, reason, now).await? {
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
+}
+
+/// The expiry of a family record that was last used at `now`.
+pub fn family_expiry(now: Millis, idle_ms: Millis, abs_exp: Millis) -> Millis {
+    now.saturating_add(idle_ms).min(abs_exp)
+}

@@ -1,0 +1,426 @@
+//! The shared store on Redis (deadpool-redis pool, Lua scripts via `EVALSHA`).
+//!
+//! Keys (every key of one family shares the `{<family_id>}` hash tag, so rotation stays one
+//! atomic script on Redis Cluster):
+//! - `<prefix>fam:{<fid>}` hash: `uid gen cur prev prev_at created last_used exp abs_exp ua ip
+//!   revoked revoked_at`; expires at `exp = min(last_used + idle, abs_exp)`.
+//! - `<prefix>fam:{<fid>}:next` the sealed successor, for the grace window only.
+//! - `<prefix>user:{<uid>}` hash: `id email pw roles disabled created`.
+//! - `<prefix>user:{<uid>}:fams` set of family ids (may hold dead ids; pruned when listed).
+//! - `<prefix>email:<email>` → uid, and `<prefix>users` set of uids.
+
+use std::{collections::HashMap, time::Duration};
+
+use async_trait::async_trait;
+use deadpool_redis::{
+    redis::{self, AsyncConnectionConfig, Script},
+    Manager, Pool, Runtime,
+};
+
+use super::{
+    FamilyInfo, FamilyState, NewFamily, RevokeReason, RotateOutcome, RotateRequest, Store,
+    StoreError, UserRecord,
+};
+use crate::clock::Millis;
+
+const FAMILY_FIELDS: [&str; 10] = [
+    "uid",
+    "gen",
+    "created",
+    "last_used",
+    "exp",
+    "abs_exp",
+    "ua",
+    "ip",
+    "revoked",
+    "cur",
+];
+
+/// Users and families in Redis.
+pub struct RedisStore {
+    pool: Pool,
+    prefix: String,
+    rotate: Script,
+    revoke: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn int(value: Option<&String>, what: &str) -> Result<i64, StoreError> {
+    value
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| corrupt(what))
+}
+
+impl RedisStore {
+    /// A pool to `url`; connects lazily, so an unreachable Redis is reported per request.
+    pub fn connect(
+        url: &str,
+        prefix: &str,
+        pool_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let connection = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let manager = Manager::new_with_config(url, connection)
+            .map_err(|e| StoreError::Unavailable(format!("redis.url: {e}")))?;
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(unavailable)?;
+        Ok(Self {
+            pool,
+            prefix: prefix.to_owned(),
+            rotate: Script::new(include_str!("lua/rotate_family.lua")),
+            revoke: Script::new(include_str!("lua/revoke_family.lua")),
+        })
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    fn family_key(&self, fid: &str) -> String {
+        format!("{}fam:{{{fid}}}", self.prefix)
+    }
+
+    fn next_key(&self, fid: &str) -> String {
+        format!("{}fam:{{{fid}}}:next", self.prefix)
+    }
+
+    fn user_key(&self, uid: &str) -> String {
+        format!("{}user:{{{uid}}}", self.prefix)
+    }
+
+    fn user_families_key(&self, uid: &str) -> String {
+        format!("{}user:{{{uid}}}:fams", self.prefix)
+    }
+
+    fn email_key(&self, email: &str) -> String {
+        format!("{}email:{email}", self.prefix)
+    }
+
+    fn users_key(&self) -> String {
+        format!("{}users", self.prefix)
+    }
+
+    fn user_from_hash(map: &HashMap<String, String>) -> Result<Option<UserRecord>, StoreError> {
+        if map.is_empty() {
+            return Ok(None);
+        }
+        let get = |k: &str| map.get(k).cloned().ok_or_else(|| corrupt("user record"));
+        Ok(Some(UserRecord {
+            id: get("id")?,
+            email: get("email")?,
+            password_hash: get("pw")?,
+            roles: serde_json::from_str(&get("roles")?).map_err(|_| corrupt("user roles"))?,
+            disabled: get("disabled")? == "1",
+            created_ms: int(map.get("created"), "user created")?,
+        }))
+    }
+
+    async fn write_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let roles = serde_json::to_string(&user.roles).map_err(|_| corrupt("user roles"))?;
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .hset_multiple(
+                self.user_key(&user.id),
+                &[
+                    ("id", user.id.as_str()),
+                    ("email", user.email.as_str()),
+                    ("pw", user.password_hash.as_str()),
+                    ("roles", roles.as_str()),
+                    ("disabled", if user.disabled { "1" } else { "0" }),
+                    ("created", user.created_ms.to_string().as_str()),
+                ],
+            )
+            .ignore()
+            .sadd(self.users_key(), &user.id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Reads a family hash (the fields of [`FAMILY_FIELDS`]) into its state at `now`.
+    fn family_state(
+        fid: &str,
+        fields: Vec<Option<String>>,
+        now: Millis,
+    ) -> Result<FamilyState, StoreError> {
+        let map: HashMap<&str, String> = FAMILY_FIELDS
+            .iter()
+            .zip(fields)
+            .filter_map(|(k, v)| v.map(|v| (*k, v)))
+            .collect();
+        let Some(uid) = map.get("uid") else {
+            return Ok(FamilyState::Expired);
+        };
+        if let Some(reason) = map.get("revoked") {
+            return Ok(FamilyState::Revoked {
+                reason: reason.clone(),
+            });
+        }
+        let exp = int(map.get("exp"), "family exp")?;
+        if now >= exp {
+            return Ok(FamilyState::Expired);
+        }
+        Ok(FamilyState::Live(FamilyInfo {
+            id: fid.to_owned(),
+            user_id: uid.clone(),
+            generation: u64::try_from(int(map.get("gen"), "family gen")?).unwrap_or(0),
+            created: int(map.get("created"), "family created")?,
+            last_used: int(map.get("last_used"), "family last_used")?,
+            idle_exp: exp,
+            abs_exp: int(map.get("abs_exp"), "family abs_exp")?,
+            user_agent: map.get("ua").cloned().unwrap_or_default(),
+            ip: map.get("ip").cloned().unwrap_or_default(),
+        }))
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let claimed: bool = {
+            let mut conn = self.conn().await?;
+            redis::cmd("SET")
+                .arg(self.email_key(&user.email))
+                .arg(&user.id)
+                .arg("NX")
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .map_err(unavailable)?
+                .is_some()
+        };
+        if !claimed {
+            return Err(StoreError::Conflict);
+        }
+        self.write_user(user).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let uid: Option<String> = {
+            let mut conn = self.conn().await?;
+            redis::cmd("GET")
+                .arg(self.email_key(email))
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?
+        };
+        match uid {
+            Some(uid) => self.user(&uid).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let map: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.user_key(id))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Self::user_from_hash(&map)
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.write_user(user).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let ids: Vec<String> = {
+            let mut conn = self.conn().await?;
+            redis::cmd("SMEMBERS")
+                .arg(self.users_key())
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?
+        };
+        let mut users = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(user) = self.user(&id).await? {
+                users.push(user);
+            }
+        }
+        users.sort_by(|a, b| a.email.cmp(&b.email));
+        Ok(users)
+    }
+
+    async fn create_family(&self, f: &NewFamily) -> Result<(), StoreError> {
+        let exp = super::family_expiry(f.now, f.idle_ms, f.abs_exp);
+        let mut conn = self.conn().await?;
+        let key = self.family_key(&f.id);
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("uid", f.user_id.clone()),
+                    ("gen", "0".to_owned()),
+                    ("cur", f.secret_hash.clone()),
+                    ("created", f.now.to_string()),
+                    ("last_used", f.now.to_string()),
+                    ("exp", exp.to_string()),
+                    ("abs_exp", f.abs_exp.to_string()),
+                    ("ua", f.user_agent.clone()),
+                    ("ip", f.ip.clone()),
+                ],
+            )
+            .ignore()
+            .pexpire(&key, exp - f.now)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        // The per-user index lives in another slot; a lost write only hides the family from
+        // the sessions list, it still expires on its own.
+        redis::cmd("SADD")
+            .arg(self.user_families_key(&f.user_id))
+            .arg(&f.id)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn family(&self, id: &str, now: Millis) -> Result<FamilyState, StoreError> {
+        let mut conn = self.conn().await?;
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.family_key(id))
+            .arg(&FAMILY_FIELDS[..])
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Self::family_state(id, fields, now)
+    }
+
+    async fn rotate(&self, r: &RotateRequest) -> Result<RotateOutcome, StoreError> {
+        let mut conn = self.conn().await?;
+        // EVALSHA; redis-rs loads the script and repeats only on NOSCRIPT, when it did not run.
+        let reply: Vec<String> = self
+            .rotate
+            .key(self.family_key(&r.family_id))
+            .key(self.next_key(&r.family_id))
+            .arg(&r.presented_hash)
+            .arg(&r.successor_hash)
+            .arg(&r.sealed_successor)
+            .arg(r.now)
+            .arg(r.idle_ms)
+            .arg(r.grace_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let num = |v: &String| v.parse::<i64>().map_err(|_| corrupt("rotation reply"));
+        match reply.as_slice() {
+            [tag, uid, gen, exp, abs_exp] if tag == "rotated" => Ok(RotateOutcome::Rotated {
+                user_id: uid.clone(),
+                generation: num(gen)?.unsigned_abs(),
+                idle_exp: num(exp)?,
+                abs_exp: num(abs_exp)?,
+            }),
+            [tag, uid, gen, exp, abs_exp, sealed] if tag == "grace" => Ok(RotateOutcome::Grace {
+                user_id: uid.clone(),
+                generation: num(gen)?.unsigned_abs(),
+                idle_exp: num(exp)?,
+                abs_exp: num(abs_exp)?,
+                sealed_successor: sealed.clone(),
+            }),
+            [tag, uid] if tag == "reuse" => Ok(RotateOutcome::ReuseDetected {
+                user_id: uid.clone(),
+            }),
+            [tag] if tag == "revoked" => Ok(RotateOutcome::Revoked),
+            [tag] if tag == "expired" => Ok(RotateOutcome::Expired),
+            _ => Err(corrupt("rotation reply")),
+        }
+    }
+
+    async fn revoke_family(
+        &self,
+        id: &str,
+        reason: RevokeReason,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let changed: i64 = self
+            .revoke
+            .key(self.family_key(id))
+            .key(self.next_key(id))
+            .arg(reason.as_str())
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(changed == 1)
+    }
+
+    async fn user_families(
+        &self,
+        user_id: &str,
+        now: Millis,
+    ) -> Result<Vec<FamilyInfo>, StoreError> {
+        let index = self.user_families_key(user_id);
+        let mut conn = self.conn().await?;
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET")
+                .arg(self.family_key(id))
+                .arg(&FAMILY_FIELDS[..]);
+        }
+        let rows: Vec<Vec<Option<String>>> =
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for (id, fields) in ids.into_iter().zip(rows) {
+            match Self::family_state(&id, fields, now)? {
+                FamilyState::Live(info) if info.user_id == user_id => live.push(info),
+                _ => dead.push(id),
+            }
+        }
+        if !dead.is_empty() {
+            redis::cmd("SREM")
+                .arg(&index)
+                .arg(&dead)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        live.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+        Ok(live)
+    }
+}

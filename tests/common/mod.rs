@@ -1,0 +1,335 @@
+//! Test fixtures: a real `redis-server` on a free loopback port (killed on drop), a gateway
+//! on port 0 with a controllable clock, and HTTP clients with and without a cookie jar.
+//!
+//! `BFFGATE_TEST_REDIS_URL` may point at an existing Redis instead; every test then still owns
+//! its key prefix.
+#![allow(dead_code)]
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix_web::cookie::{Cookie, CookieJar, Key};
+use base64::Engine as _;
+use bffgate::{
+    clock::ManualClock,
+    config::{Config, RedisConfig},
+    store::{memory::MemoryStore, redis::RedisStore, Store},
+    tokens::new_id,
+    users::Users,
+    Gateway,
+};
+
+pub const PASSWORD: &str = "correct horse battery";
+pub const COOKIE: &str = "__Host-bff";
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `redis-server` child process owned by one test.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    aof: bool,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server without persistence.
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts a server with AOF persistence (`appendfsync always`) in its own directory.
+    pub fn start_with_aof() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(aof: bool) -> Self {
+        let mut server = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            aof,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// (Re)starts the process on the same port and directory; waits until it answers PING.
+    pub fn restart(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(self.dir.path())
+        .args(["--daemonize", "no", "--loglevel", "warning"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if self.aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        wait_for_redis(&self.url());
+    }
+
+    /// Stops the process (SIGTERM lets it finish writing its AOF) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls until Redis at `url` answers PING (readiness check, bounded to 10 s).
+pub fn wait_for_redis(url: &str) {
+    let client = redis::Client::open(url).expect("redis url");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+            if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis at {url} did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Where a test's Redis lives: its own server, or the one named by `BFFGATE_TEST_REDIS_URL`.
+pub struct TestRedis {
+    pub url: String,
+    pub prefix: String,
+    _server: Option<RedisServer>,
+}
+
+impl TestRedis {
+    pub fn new() -> Self {
+        let prefix = format!("t{}:", new_id().expect("id"));
+        match std::env::var("BFFGATE_TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => Self {
+                url,
+                prefix,
+                _server: None,
+            },
+            _ => {
+                let server = RedisServer::start();
+                Self {
+                    url: server.url(),
+                    prefix,
+                    _server: Some(server),
+                }
+            }
+        }
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::new(
+            RedisStore::connect(&self.url, &self.prefix, 8, Duration::from_secs(2))
+                .expect("redis store"),
+        )
+    }
+}
+
+/// The cookie key tests configure, so they can open the sealed cookie and look inside.
+pub fn cookie_key_bytes() -> Vec<u8> {
+    (0..64u8).collect()
+}
+
+/// A configuration for tests: fixed cookie key, defaults elsewhere, memory store.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.cookie.key = Some(bffgate::config::Redacted::new(
+        &base64::engine::general_purpose::STANDARD.encode(cookie_key_bytes()),
+    ));
+    config
+}
+
+/// Points `config` at a Redis.
+pub fn with_redis(mut config: Config, url: &str, prefix: &str) -> Config {
+    config.redis = Some(RedisConfig {
+        url: bffgate::config::Redacted::new(url),
+        key_prefix: prefix.to_owned(),
+        ..RedisConfig::default()
+    });
+    config
+}
+
+/// A running gateway on 127.0.0.1:<port 0>.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub clock: ManualClock,
+    pub store: Arc<dyn Store>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestGateway {
+    /// Starts a gateway with `config` (its store from `config`), a manual clock, and a user
+    /// `email` with [`PASSWORD`].
+    pub async fn start(config: Config, email: &str) -> Self {
+        let clock = ManualClock::new();
+        let gateway = Gateway::with_clock(config, Arc::new(clock.clone())).expect("gateway builds");
+        let store = gateway.store();
+        Users::new(Arc::clone(&store))
+            .add(email, PASSWORD, vec!["tester".into()])
+            .await
+            .expect("user added");
+        Self::serve(gateway, clock, store)
+    }
+
+    /// Starts a gateway on the memory store.
+    pub async fn memory(email: &str) -> Self {
+        let clock = ManualClock::new();
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let gateway =
+            Gateway::with_store(test_config(), Arc::clone(&store), Arc::new(clock.clone()))
+                .expect("gateway builds");
+        Users::new(Arc::clone(&store))
+            .add(email, PASSWORD, vec!["tester".into()])
+            .await
+            .expect("user added");
+        Self::serve(gateway, clock, store)
+    }
+
+    fn serve(gateway: Gateway, clock: ManualClock, store: Arc<dyn Store>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = gateway.serve(listener).expect("serve");
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self {
+            addr,
+            clock,
+            store,
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// A browser-like client: keeps cookies, sends `X-CSRF: 1` on every request.
+pub fn browser() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-csrf", reqwest::header::HeaderValue::from_static("1"));
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// A client without a jar, for replaying exact cookie values.
+pub fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder().build().expect("client")
+}
+
+/// Logs in `client` and asserts success.
+pub async fn login(gw: &TestGateway, client: &reqwest::Client, email: &str) -> serde_json::Value {
+    let res = client
+        .post(gw.url("/auth/login"))
+        .json(&serde_json::json!({ "email": email, "password": PASSWORD }))
+        .send()
+        .await
+        .expect("login request");
+    assert_eq!(res.status(), 200, "login failed");
+    res.json().await.expect("login body")
+}
+
+/// The value of our session cookie among a response's `Set-Cookie` headers.
+pub fn set_cookie(res: &reqwest::Response) -> Option<Cookie<'static>> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| Cookie::parse(v.to_owned()).ok())
+        .find(|c| c.name() == COOKIE)
+}
+
+/// Sends `method path` with exactly `cookie_value` as the session cookie.
+pub async fn send_with_cookie(
+    gw: &TestGateway,
+    method: reqwest::Method,
+    path: &str,
+    cookie_value: &str,
+) -> reqwest::Response {
+    raw_client()
+        .request(method, gw.url(path))
+        .header("x-csrf", "1")
+        .header("cookie", format!("{COOKIE}={cookie_value}"))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Opens a sealed session cookie value with the tests' key: `(access, refresh)`.
+pub fn open_cookie(value: &str) -> (String, String) {
+    let key = Key::from(&cookie_key_bytes());
+    let mut jar = CookieJar::new();
+    jar.add_original(Cookie::new(COOKIE, value.to_owned()));
+    let opened = jar.private(&key).get(COOKIE).expect("cookie opens");
+    let state: std::collections::HashMap<String, String> =
+        serde_json::from_str(opened.value()).expect("session state");
+    let get = |k: &str| serde_json::from_str::<String>(&state[k]).expect("token");
+    (get("at"), get("rt"))
+}
+
+/// The family id inside a sealed cookie value.
+pub fn family_of(value: &str) -> String {
+    let (_, refresh) = open_cookie(value);
+    refresh.split('.').next().expect("family id").to_owned()
+}
+
+/// A path beside the test binary's temp area.
+pub fn temp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}

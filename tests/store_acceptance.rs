@@ -1,0 +1,438 @@
+//! One acceptance suite, run against both stores: the embedded memory store and Redis (a real
+//! `redis-server` each test starts). Time is passed in, so expiry is tested without waiting.
+
+mod common;
+
+use std::sync::Arc;
+
+use bffgate::{
+    clock::{Clock as _, Millis, SystemClock},
+    store::{
+        memory::MemoryStore, revoke_user_families, FamilyState, NewFamily, RevokeReason,
+        RotateOutcome, RotateRequest, Store, StoreError, UserRecord,
+    },
+    tokens::new_id,
+};
+
+const MIN: Millis = 60_000;
+const IDLE: Millis = 10 * MIN;
+const MAX: Millis = 25 * MIN;
+const GRACE: Millis = 30_000;
+
+fn user(email: &str) -> UserRecord {
+    UserRecord {
+        id: new_id().unwrap(),
+        email: email.into(),
+        password_hash: "$argon2id$dummy".into(),
+        roles: vec!["a".into(), "b".into()],
+        disabled: false,
+        created_ms: 1,
+    }
+}
+
+struct Fam {
+    id: String,
+    uid: String,
+    t0: Millis,
+}
+
+async fn new_family(store: &dyn Store, uid: &str, hash: &str) -> Fam {
+    let t0 = SystemClock.now_ms();
+    let id = new_id().unwrap();
+    store
+        .create_family(&NewFamily {
+            id: id.clone(),
+            user_id: uid.into(),
+            secret_hash: hash.into(),
+            now: t0,
+            idle_ms: IDLE,
+            abs_exp: t0 + MAX,
+            user_agent: "ua".into(),
+            ip: "127.0.0.1".into(),
+        })
+        .await
+        .unwrap();
+    Fam {
+        id,
+        uid: uid.into(),
+        t0,
+    }
+}
+
+fn rotation(f: &Fam, presented: &str, successor: &str, now: Millis) -> RotateRequest {
+    RotateRequest {
+        family_id: f.id.clone(),
+        presented_hash: presented.into(),
+        successor_hash: successor.into(),
+        sealed_successor: format!("sealed-{successor}"),
+        now,
+        idle_ms: IDLE,
+        grace_ms: GRACE,
+    }
+}
+
+fn generation(outcome: &RotateOutcome) -> u64 {
+    match outcome {
+        RotateOutcome::Rotated { generation, .. } | RotateOutcome::Grace { generation, .. } => {
+            *generation
+        }
+        other => panic!("expected a rotation, got {other:?}"),
+    }
+}
+
+async fn users_are_unique_by_email(store: Arc<dyn Store>) {
+    let u = user("a@example.com");
+    store.create_user(&u).await.unwrap();
+    assert_eq!(
+        store.user_by_email("a@example.com").await.unwrap(),
+        Some(u.clone())
+    );
+    assert_eq!(store.user(&u.id).await.unwrap(), Some(u.clone()));
+    assert!(matches!(
+        store.create_user(&user("a@example.com")).await,
+        Err(StoreError::Conflict)
+    ));
+    let mut changed = u.clone();
+    changed.disabled = true;
+    changed.roles = vec![];
+    store.update_user(&changed).await.unwrap();
+    assert_eq!(store.user(&u.id).await.unwrap(), Some(changed));
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+    assert_eq!(
+        store.user_by_email("nobody@example.com").await.unwrap(),
+        None
+    );
+}
+
+async fn rotation_of_current_secret_rotates_and_slides_idle_expiry(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    let t = f.t0 + 5 * MIN;
+    let out = store.rotate(&rotation(&f, "h0", "h1", t)).await.unwrap();
+    assert_eq!(
+        out,
+        RotateOutcome::Rotated {
+            user_id: f.uid.clone(),
+            generation: 1,
+            idle_exp: t + IDLE,
+            abs_exp: f.t0 + MAX
+        }
+    );
+    // Past the original idle deadline, but within the slid one.
+    let FamilyState::Live(info) = store.family(&f.id, f.t0 + 12 * MIN).await.unwrap() else {
+        panic!("family should be live after sliding");
+    };
+    assert_eq!((info.generation, info.last_used), (1, t));
+    let out = store
+        .rotate(&rotation(&f, "h1", "h2", f.t0 + 12 * MIN))
+        .await
+        .unwrap();
+    assert_eq!(generation(&out), 2);
+}
+
+async fn replay_within_grace_returns_the_same_successor(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    store
+        .rotate(&rotation(&f, "h0", "h1", f.t0 + 1))
+        .await
+        .unwrap();
+    // A loser of the race presents h0 again, with a successor of its own that must be ignored.
+    let out = store
+        .rotate(&rotation(&f, "h0", "other", f.t0 + 1 + GRACE))
+        .await
+        .unwrap();
+    match out {
+        RotateOutcome::Grace {
+            generation,
+            sealed_successor,
+            ..
+        } => {
+            assert_eq!(generation, 1);
+            assert_eq!(sealed_successor, "sealed-h1");
+        }
+        other => panic!("expected grace, got {other:?}"),
+    }
+    // The successor is still current: no branch was created.
+    let out = store
+        .rotate(&rotation(&f, "h1", "h2", f.t0 + 2))
+        .await
+        .unwrap();
+    assert_eq!(generation(&out), 2);
+}
+
+async fn replay_after_grace_revokes_family(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    store
+        .rotate(&rotation(&f, "h0", "h1", f.t0 + 1))
+        .await
+        .unwrap();
+    let late = f.t0 + 2 + GRACE;
+    assert_eq!(
+        store.rotate(&rotation(&f, "h0", "x", late)).await.unwrap(),
+        RotateOutcome::ReuseDetected {
+            user_id: f.uid.clone()
+        }
+    );
+    // The legitimate holder of h1 is out too, and the tombstone remembers why.
+    assert_eq!(
+        store
+            .rotate(&rotation(&f, "h1", "h2", late + 1))
+            .await
+            .unwrap(),
+        RotateOutcome::Revoked
+    );
+    assert_eq!(
+        store.family(&f.id, late + 1).await.unwrap(),
+        FamilyState::Revoked {
+            reason: "reuse".into()
+        }
+    );
+}
+
+async fn older_generation_replay_revokes_family_even_within_grace(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    store
+        .rotate(&rotation(&f, "h0", "h1", f.t0 + 1))
+        .await
+        .unwrap();
+    store
+        .rotate(&rotation(&f, "h1", "h2", f.t0 + 2))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .rotate(&rotation(&f, "h0", "x", f.t0 + 3))
+            .await
+            .unwrap(),
+        RotateOutcome::ReuseDetected { .. }
+    ));
+    assert_eq!(
+        store
+            .rotate(&rotation(&f, "h2", "h3", f.t0 + 4))
+            .await
+            .unwrap(),
+        RotateOutcome::Revoked
+    );
+}
+
+async fn unknown_secret_revokes_family(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    assert!(matches!(
+        store
+            .rotate(&rotation(&f, "forged", "x", f.t0 + 1))
+            .await
+            .unwrap(),
+        RotateOutcome::ReuseDetected { .. }
+    ));
+}
+
+async fn idle_family_expires(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    let later = f.t0 + IDLE;
+    assert_eq!(
+        store.family(&f.id, later).await.unwrap(),
+        FamilyState::Expired
+    );
+    assert_eq!(
+        store
+            .rotate(&rotation(&f, "h0", "h1", later))
+            .await
+            .unwrap(),
+        RotateOutcome::Expired
+    );
+}
+
+async fn absolute_lifetime_is_never_extended(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    let mut hash = "h0".to_string();
+    // Rotate every 8 minutes: idle never bites, the 25-minute maximum does.
+    for (i, minute) in [8, 16, 24].into_iter().enumerate() {
+        let next = format!("h{}", i + 1);
+        let out = store
+            .rotate(&rotation(&f, &hash, &next, f.t0 + minute * MIN))
+            .await
+            .unwrap();
+        if let RotateOutcome::Rotated {
+            idle_exp, abs_exp, ..
+        } = out
+        {
+            assert!(idle_exp <= f.t0 + MAX && abs_exp == f.t0 + MAX);
+        } else {
+            panic!("rotation at {minute} min failed: {out:?}");
+        }
+        hash = next;
+    }
+    assert_eq!(
+        store
+            .rotate(&rotation(&f, &hash, "late", f.t0 + MAX))
+            .await
+            .unwrap(),
+        RotateOutcome::Expired
+    );
+}
+
+async fn unknown_family_is_expired(store: Arc<dyn Store>) {
+    let f = Fam {
+        id: new_id().unwrap(),
+        uid: "u".into(),
+        t0: SystemClock.now_ms(),
+    };
+    assert_eq!(
+        store.rotate(&rotation(&f, "h0", "h1", f.t0)).await.unwrap(),
+        RotateOutcome::Expired
+    );
+    assert_eq!(
+        store.family(&f.id, f.t0).await.unwrap(),
+        FamilyState::Expired
+    );
+    assert!(!store
+        .revoke_family(&f.id, RevokeReason::Logout, f.t0)
+        .await
+        .unwrap());
+}
+
+async fn revocation_keeps_a_tombstone_and_first_reason(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    assert!(store
+        .revoke_family(&f.id, RevokeReason::Logout, f.t0 + 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .revoke_family(&f.id, RevokeReason::Admin, f.t0 + 2)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.family(&f.id, f.t0 + 3).await.unwrap(),
+        FamilyState::Revoked {
+            reason: "logout".into()
+        }
+    );
+    assert_eq!(
+        store
+            .rotate(&rotation(&f, "h0", "h1", f.t0 + 4))
+            .await
+            .unwrap(),
+        RotateOutcome::Revoked
+    );
+}
+
+async fn user_families_lists_only_live_ones(store: Arc<dyn Store>) {
+    let a = new_family(store.as_ref(), "u1", "a0").await;
+    let b = new_family(store.as_ref(), "u1", "b0").await;
+    let _other = new_family(store.as_ref(), "u2", "c0").await;
+    store
+        .rotate(&rotation(&b, "b0", "b1", b.t0 + 10))
+        .await
+        .unwrap();
+    let listed = store.user_families("u1", b.t0 + 20).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+        vec![b.id.as_str(), a.id.as_str()]
+    );
+    assert_eq!(listed[1].user_agent, "ua");
+    store
+        .revoke_family(&a.id, RevokeReason::Logout, b.t0 + 30)
+        .await
+        .unwrap();
+    assert_eq!(store.user_families("u1", b.t0 + 40).await.unwrap().len(), 1);
+    assert_eq!(
+        revoke_user_families(store.as_ref(), "u1", RevokeReason::LogoutAll, b.t0 + 50)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store
+        .user_families("u1", b.t0 + 60)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.user_families("u2", b.t0 + 60).await.unwrap().len(), 1);
+}
+
+async fn zero_grace_window_treats_every_replay_as_reuse(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    let mut r = rotation(&f, "h0", "h1", f.t0 + 1);
+    r.grace_ms = 0;
+    store.rotate(&r).await.unwrap();
+    let mut replay = rotation(&f, "h0", "x", f.t0 + 1);
+    replay.grace_ms = 0;
+    assert!(matches!(
+        store.rotate(&replay).await.unwrap(),
+        RotateOutcome::ReuseDetected { .. }
+    ));
+}
+
+macro_rules! acceptance_suite {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(Arc::new(MemoryStore::new())).await;
+                }
+            )*
+        }
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let redis = common::TestRedis::new();
+                    super::$case(redis.store()).await;
+                }
+            )*
+        }
+    };
+}
+
+acceptance_suite!(
+    users_are_unique_by_email,
+    rotation_of_current_secret_rotates_and_slides_idle_expiry,
+    replay_within_grace_returns_the_same_successor,
+    replay_after_grace_revokes_family,
+    older_generation_replay_revokes_family_even_within_grace,
+    unknown_secret_revokes_family,
+    idle_family_expires,
+    absolute_lifetime_is_never_extended,
+    unknown_family_is_expired,
+    revocation_keeps_a_tombstone_and_first_reason,
+    user_families_lists_only_live_ones,
+    zero_grace_window_treats_every_replay_as_reuse,
+);
+
+#[tokio::test]
+async fn redis_keys_share_the_family_hash_tag_and_hold_no_secret() {
+    let redis = common::TestRedis::new();
+    let store = redis.store();
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    store
+        .rotate(&rotation(&f, "h0", "h1", f.t0 + 1))
+        .await
+        .unwrap();
+    let client = ::redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{}fam:*", redis.prefix))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in &keys {
+        assert!(
+            key.contains(&format!("{{{}}}", f.id)),
+            "{key} lacks the hash tag"
+        );
+    }
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg(format!("{}fam:{{{}}}", redis.prefix, f.id))
+        .query(&mut conn)
+        .unwrap();
+    assert!(ttl > 0 && ttl <= IDLE, "family key ttl {ttl}");
+    let next_ttl: i64 = ::redis::cmd("PTTL")
+        .arg(format!("{}fam:{{{}}}:next", redis.prefix, f.id))
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        next_ttl > 0 && next_ttl <= GRACE,
+        "successor ttl {next_ttl}"
+    );
+}
