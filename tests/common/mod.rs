@@ -252,6 +252,12 @@ impl TestGateway {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The gateway's current time.
+    pub fn clock_now(&self) -> bffgate::clock::Millis {
+        use bffgate::clock::Clock as _;
+        self.clock.now_ms()
+    }
+
     pub async fn stop(&self) {
         self.handle.stop(false).await;
     }
@@ -285,17 +291,17 @@ pub async fn login(gw: &TestGateway, client: &reqwest::Client, email: &str) -> s
     res.json().await.expect("login body")
 }
 
-/// The value of our session cookie among a response's `Set-Cookie` headers.
+/// Our session cookie among a response's `Set-Cookie` headers (value percent-decoded).
 pub fn set_cookie(res: &reqwest::Response) -> Option<Cookie<'static>> {
     res.headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| Cookie::parse(v.to_owned()).ok())
+        .filter_map(|v| Cookie::parse_encoded(v.to_owned()).ok())
         .find(|c| c.name() == COOKIE)
 }
 
-/// Sends `method path` with exactly `cookie_value` as the session cookie.
+/// Sends `method path` with exactly `cookie_value` (decoded form) as the session cookie.
 pub async fn send_with_cookie(
     gw: &TestGateway,
     method: reqwest::Method,
@@ -305,7 +311,12 @@ pub async fn send_with_cookie(
     raw_client()
         .request(method, gw.url(path))
         .header("x-csrf", "1")
-        .header("cookie", format!("{COOKIE}={cookie_value}"))
+        .header(
+            "cookie",
+            Cookie::new(COOKIE, cookie_value.to_owned())
+                .encoded()
+                .to_string(),
+        )
         .send()
         .await
         .expect("request")
