@@ -176,17 +176,11 @@ impl Default for JwtConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PasswordConfig {
     /// Argon2 verifications running at once; more wait. 0: one per CPU core.
     pub max_concurrent: usize,
-}
-
-impl Default for PasswordConfig {
-    fn default() -> Self {
-        Self { max_concurrent: 0 }
-    }
 }
 
 /// A string secret whose `Debug` and serialised form never show the value.

@@ -230,7 +230,7 @@ impl Store for MemoryStore {
                 }
             }
         }
-        live.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+        live.sort_by_key(|f| std::cmp::Reverse(f.last_used));
         Ok(live)
     }
 }

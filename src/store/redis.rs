@@ -420,7 +420,7 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?;
         }
-        live.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+        live.sort_by_key(|f| std::cmp::Reverse(f.last_used));
         Ok(live)
     }
 }
