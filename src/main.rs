@@ -2,7 +2,13 @@
 //! library.
 #![forbid(unsafe_code)]
 
-use std::{io::Read as _, net::TcpListener, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    io::{IsTerminal as _, Read as _},
+    net::TcpListener,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+};
 
 use bffgate::{config::Config, store::Store, users::Users, Gateway};
 use clap::{Parser, Subcommand};
@@ -81,6 +87,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
