@@ -91,10 +91,7 @@ async fn users_added_by_the_cli_can_log_in_until_disabled() {
         Some("a brand new password\n"),
     );
     assert!(passwd.status.success(), "{}", text(&passwd.stderr));
-    let old = raw_client()
-        .post(gw.url("/auth/login"))
-        .header("x-csrf", "1")
-        .json(&serde_json::json!({ "email": "bob@example.com", "password": PASSWORD }))
+    let old = login_request(&gw, "bob@example.com", PASSWORD)
         .send()
         .await
         .unwrap();
@@ -121,12 +118,7 @@ async fn users_added_by_the_cli_can_log_in_until_disabled() {
 
     let enable = bffgate(Some(&redis), &["user", "enable", "bob@example.com"], None);
     assert!(enable.status.success());
-    let res = raw_client()
-        .post(gw.url("/auth/login"))
-        .header("x-csrf", "1")
-        .json(
-            &serde_json::json!({ "email": "bob@example.com", "password": "a brand new password" }),
-        )
+    let res = login_request(&gw, "bob@example.com", "a brand new password")
         .send()
         .await
         .unwrap();

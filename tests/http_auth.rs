@@ -22,13 +22,7 @@ async fn redis_gateway(tweak: impl FnOnce(&mut Config)) -> (TestRedis, TestGatew
 
 /// Logs in with a jar-less client and returns the sealed cookie value.
 async fn login_cookie(gw: &TestGateway) -> String {
-    let res = raw_client()
-        .post(gw.url("/auth/login"))
-        .header("x-csrf", "1")
-        .json(&serde_json::json!({ "email": EMAIL, "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let res = login_request(&gw, EMAIL, PASSWORD).send().await.unwrap();
     assert_eq!(res.status(), 200);
     set_cookie(&res)
         .expect("login sets the cookie")
@@ -45,10 +39,7 @@ fn is_removal(res: &reqwest::Response) -> bool {
 #[actix_web::test]
 async fn login_sets_a_sealed_host_cookie_and_no_token_in_the_body() {
     let (_redis, gw) = redis_gateway(|_| {}).await;
-    let res = raw_client()
-        .post(gw.url("/auth/login"))
-        .header("x-csrf", "1")
-        .json(&serde_json::json!({ "email": "  Alice@Example.com ", "password": PASSWORD }))
+    let res = login_request(&gw, "  Alice@Example.com ", PASSWORD)
         .send()
         .await
         .unwrap();
@@ -547,10 +538,7 @@ async fn malformed_bodies_get_specific_answers() {
         assert_eq!(res.status(), status);
         assert_eq!(res.headers()["content-type"], "application/problem+json");
     }
-    let huge = raw_client()
-        .post(gw.url("/auth/login"))
-        .header("x-csrf", "1")
-        .json(&serde_json::json!({ "email": EMAIL, "password": "x".repeat(10_000) }))
+    let huge = login_request(&gw, EMAIL, &"x".repeat(10_000))
         .send()
         .await
         .unwrap();
@@ -656,13 +644,7 @@ async fn login_while_redis_is_down_is_503() {
     let config = with_redis(test_config(), &server.url(), "down:");
     let gw = TestGateway::start(config, EMAIL).await;
     server.stop();
-    let res = raw_client()
-        .post(gw.url("/auth/login"))
-        .header("x-csrf", "1")
-        .json(&serde_json::json!({ "email": EMAIL, "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let res = login_request(&gw, EMAIL, PASSWORD).send().await.unwrap();
     assert_eq!(res.status(), 503);
     assert!(res.headers().contains_key("retry-after"));
 }

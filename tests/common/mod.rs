@@ -279,6 +279,14 @@ pub fn raw_client() -> reqwest::Client {
     reqwest::Client::builder().build().expect("client")
 }
 
+/// A login request from a jar-less client with `X-CSRF: 1`, not yet sent.
+pub fn login_request(gw: &TestGateway, email: &str, password: &str) -> reqwest::RequestBuilder {
+    raw_client()
+        .post(gw.url("/auth/login"))
+        .header("x-csrf", "1")
+        .json(&serde_json::json!({ "email": email, "password": password }))
+}
+
 /// Logs in `client` and asserts success.
 pub async fn login(gw: &TestGateway, client: &reqwest::Client, email: &str) -> serde_json::Value {
     let res = client
