@@ -26,6 +26,10 @@ pub struct Config {
     pub session: SessionConfig,
     pub jwt: JwtConfig,
     pub password: PasswordConfig,
+    /// Directory of the browser app, served for paths no route claims.
+    pub static_dir: PathBuf,
+    /// Upstream APIs, matched by longest path prefix.
+    pub routes: Vec<RouteConfig>,
 }
 
 impl Default for Config {
@@ -38,7 +42,110 @@ impl Default for Config {
             session: SessionConfig::default(),
             jwt: JwtConfig::default(),
             password: PasswordConfig::default(),
+            static_dir: PathBuf::from("static"),
+            routes: Vec::new(),
         }
+    }
+}
+
+/// How a route authenticates browser requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// A live session is required; without one the answer is 401.
+    Required,
+    /// A live session adds a token; anonymous requests pass without one.
+    Optional,
+    /// No token and no session lookup.
+    None,
+}
+
+/// One upstream API behind a path prefix.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix, matched on whole segments (`/api` matches `/api` and `/api/x`, not `/apix`).
+    pub prefix: String,
+    /// Base URL of the upstream, http or https; its path is prepended.
+    pub upstream: String,
+    /// Remove the prefix from the path sent upstream.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default = "default_auth")]
+    pub auth: AuthMode,
+    /// Require `X-CSRF: 1` and a same-site request (routes that use the session only).
+    #[serde(default = "default_true")]
+    pub csrf: bool,
+    /// Bound on connecting and receiving the upstream's response head.
+    #[serde(default = "default_route_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Browser cookies (by name) forwarded upstream; all others, and always the gateway's
+    /// own cookie, are removed.
+    #[serde(default)]
+    pub forward_cookies: Vec<String>,
+}
+
+fn default_auth() -> AuthMode {
+    AuthMode::Required
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_route_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Paths the gateway answers itself; no route may claim them.
+const RESERVED_PREFIXES: &[&str] = &["/auth", "/.well-known", "/healthz", "/readyz"];
+
+impl RouteConfig {
+    fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        let key: &'static str = "routes";
+        let at = |problem: String| ConfigError::Invalid {
+            key,
+            problem: format!("[{index}] (prefix {:?}): {problem}", self.prefix),
+        };
+        if !self.prefix.starts_with('/') {
+            return Err(at("prefix must start with '/'".into()));
+        }
+        if self.prefix.len() > 1 && self.prefix.ends_with('/') {
+            return Err(at("prefix must not end with '/'".into()));
+        }
+        if self
+            .prefix
+            .split('/')
+            .any(|seg| seg == "." || seg == ".." || seg.contains('%'))
+            || self.prefix.contains("//")
+        {
+            return Err(at(
+                "prefix must be a plain path without dot segments or escapes".into(),
+            ));
+        }
+        if RESERVED_PREFIXES
+            .iter()
+            .any(|r| self.prefix == *r || self.prefix.starts_with(&format!("{r}/")))
+        {
+            return Err(at(
+                "prefix is reserved for the gateway's own endpoints".into()
+            ));
+        }
+        let url = url::Url::parse(&self.upstream)
+            .map_err(|e| at(format!("upstream {:?} is not a URL: {e}", self.upstream)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(at(format!(
+                "upstream {:?} must be an http:// or https:// URL with a host",
+                self.upstream
+            )));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(at("upstream must not have a query or fragment".into()));
+        }
+        if self.timeout.is_zero() {
+            return Err(at("timeout must be more than 0s".into()));
+        }
+        Ok(())
     }
 }
 
@@ -354,6 +461,16 @@ impl Config {
         if self.jwt.audience.is_empty() {
             return Err(ConfigError::invalid("jwt.audience", "must not be empty"));
         }
+        let mut prefixes = std::collections::HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            route.validate(i)?;
+            if !prefixes.insert(route.prefix.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "routes",
+                    problem: format!("[{i}]: duplicate prefix {:?}", route.prefix),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -444,6 +561,62 @@ mod tests {
         let err = Config::load_from(None, env(&[("BFFGATE_SESSION__REFRESH_BEFORE", "10m")]))
             .unwrap_err();
         assert!(err.to_string().contains("session.refresh_before"), "{err}");
+    }
+
+    #[test]
+    fn routes_are_parsed_with_defaults() {
+        let f = toml_file(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:9001\"\n\n[[routes]]\nprefix = \"/pub\"\nupstream = \"https://example.com/base\"\nauth = \"none\"\ncsrf = false\ntimeout = \"2s\"\n",
+        );
+        let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes[0].auth, AuthMode::Required);
+        assert!(c.routes[0].csrf && !c.routes[0].strip_prefix);
+        assert_eq!(c.routes[0].timeout, Duration::from_secs(30));
+        assert_eq!(c.routes[1].auth, AuthMode::None);
+    }
+
+    #[test]
+    fn bad_routes_are_rejected_with_a_clear_message() {
+        let cases = [
+            (
+                "prefix = \"api\"\nupstream = \"http://x\"",
+                "must start with '/'",
+            ),
+            (
+                "prefix = \"/api\"\nupstream = \"127.0.0.1:9001\"",
+                "http:// or https://",
+            ),
+            ("prefix = \"/auth\"\nupstream = \"http://x\"", "reserved"),
+            (
+                "prefix = \"/api/\"\nupstream = \"http://x\"",
+                "must not end",
+            ),
+            (
+                "prefix = \"/a/../b\"\nupstream = \"http://x\"",
+                "dot segments",
+            ),
+            (
+                "prefix = \"/api\"\nupstream = \"http://x\"\nauth = \"maybe\"",
+                "maybe",
+            ),
+            (
+                "prefix = \"/api\"\nupstream = \"http://x\"\ncsrff = true",
+                "csrff",
+            ),
+        ];
+        for (route, expected) in cases {
+            let f = toml_file(&format!("[[routes]]\n{route}\n"));
+            let err = Config::load_from(Some(f.path()), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{route}: {err}");
+        }
+        let dup = toml_file("[[routes]]\nprefix = \"/api\"\nupstream = \"http://a\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"http://b\"\n");
+        let err = Config::load_from(Some(dup.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate prefix"), "{err}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ impl CsrfRejection {
         match self {
             Self::MissingHeader => "missing the X-CSRF: 1 request header",
             Self::CrossSite => "cross-site requests are not allowed",
-            Self::ForeignOrigin => "the Origin header does not match this gateway",
+            Self::ForeignOrigin => "the Origin header is missing or does not match this gateway",
         }
     }
 }
@@ -52,6 +52,19 @@ pub fn check(headers: &HeaderMap, origin: &str) -> Result<(), CsrfRejection> {
         }
     }
     Ok(())
+}
+
+/// Judges a WebSocket upgrade: browsers cannot add `X-CSRF` to one, but they always send
+/// `Origin`, which must be the gateway's own.
+pub fn check_upgrade(headers: &HeaderMap, origin: &str) -> Result<(), CsrfRejection> {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
+        return Err(CsrfRejection::CrossSite);
+    }
+    match headers.get(ORIGIN).map(|v| v.to_str().ok()) {
+        Some(Some(sent)) if sent == origin => Ok(()),
+        _ => Err(CsrfRejection::ForeignOrigin),
+    }
 }
 
 /// Middleware for routes that need the check; answers 403 `application/problem+json`.
@@ -112,6 +125,22 @@ mod tests {
     fn cross_site_fetch_metadata_is_refused() {
         let h = headers(&[("x-csrf", "1"), ("sec-fetch-site", "cross-site")]);
         assert_eq!(check(&h, ORIGIN_OK), Err(CsrfRejection::CrossSite));
+    }
+
+    #[test]
+    fn websocket_upgrades_need_our_origin() {
+        assert_eq!(
+            check_upgrade(&headers(&[("origin", ORIGIN_OK)]), ORIGIN_OK),
+            Ok(())
+        );
+        assert_eq!(
+            check_upgrade(&headers(&[]), ORIGIN_OK),
+            Err(CsrfRejection::ForeignOrigin)
+        );
+        assert_eq!(
+            check_upgrade(&headers(&[("origin", "https://evil.example")]), ORIGIN_OK),
+            Err(CsrfRejection::ForeignOrigin)
+        );
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub enum ApiError {
     NotFound,
     #[error("the session store is unavailable")]
     Unavailable(String),
+    #[error("the upstream could not be reached")]
+    BadGateway,
+    #[error("the upstream did not answer in time")]
+    GatewayTimeout,
     #[error("internal error")]
     Internal(String),
 }
@@ -50,6 +54,8 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not-found",
             Self::Unavailable(_) => "store-unavailable",
+            Self::BadGateway => "bad-gateway",
+            Self::GatewayTimeout => "gateway-timeout",
             Self::Internal(_) => "internal",
         }
     }
@@ -64,6 +70,8 @@ impl ApiError {
             Self::Forbidden(_) => "Forbidden",
             Self::NotFound => "Not found",
             Self::Unavailable(_) => "Temporarily unavailable",
+            Self::BadGateway => "Bad gateway",
+            Self::GatewayTimeout => "Gateway timeout",
             Self::Internal(_) => "Internal error",
         }
     }
@@ -78,7 +86,10 @@ impl ApiError {
                 "the session store cannot be reached; try again shortly, your session is kept"
                     .into(),
             ),
-            Self::UnsupportedMediaType | Self::PayloadTooLarge => Some(self.to_string()),
+            Self::UnsupportedMediaType
+            | Self::PayloadTooLarge
+            | Self::BadGateway
+            | Self::GatewayTimeout => Some(self.to_string()),
             _ => None,
         }
     }
@@ -94,6 +105,8 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -9,9 +9,11 @@ pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod csrf;
+pub mod demo_api;
 pub mod errors;
 pub mod handlers;
 pub mod password;
+pub mod proxy;
 pub mod session;
 pub mod store;
 pub mod tokens;
@@ -23,7 +25,7 @@ use actix_web::{
     dev::Server,
     middleware::{from_fn, DefaultHeaders},
     web::{self, Data},
-    App, HttpResponse, HttpServer,
+    App, HttpServer,
 };
 
 use crate::{
@@ -155,6 +157,7 @@ impl Gateway {
             cookies,
         } = self;
         let origin = Data::new(PublicOrigin(config.origin()));
+        let proxy = Data::new(proxy::Proxy::new(&config));
         let cookie_data = Data::new(cookies);
         let server = HttpServer::new(move || {
             let json = web::JsonConfig::default()
@@ -167,6 +170,8 @@ impl Gateway {
                 .app_data(state.clone())
                 .app_data(origin.clone())
                 .app_data(cookie_data.clone())
+                .app_data(proxy.clone())
+                .app_data(Data::new(proxy::upstream_client()))
                 .app_data(json)
                 .app_data(
                     web::PathConfig::default()
@@ -189,9 +194,7 @@ impl Gateway {
                         .service(handlers::auth::list)
                         .service(handlers::auth::revoke),
                 )
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::NotFound)
-                }))
+                .default_service(web::to(proxy::dispatch))
         })
         .listen(listener)?
         .shutdown_timeout(10)

@@ -20,16 +20,6 @@ async fn redis_gateway(tweak: impl FnOnce(&mut Config)) -> (TestRedis, TestGatew
     (redis, gw)
 }
 
-/// Logs in with a jar-less client and returns the sealed cookie value.
-async fn login_cookie(gw: &TestGateway) -> String {
-    let res = login_request(&gw, EMAIL, PASSWORD).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    set_cookie(&res)
-        .expect("login sets the cookie")
-        .value()
-        .to_owned()
-}
-
 fn is_removal(res: &reqwest::Response) -> bool {
     set_cookie(res).is_some_and(|c| {
         c.value().is_empty() && c.max_age() == Some(actix_web::cookie::time::Duration::ZERO)
@@ -77,7 +67,7 @@ async fn login_sets_a_sealed_host_cookie_and_no_token_in_the_body() {
 #[actix_web::test]
 async fn access_token_verifies_against_the_published_jwks() {
     let (_redis, gw) = redis_gateway(|_| {}).await;
-    let cookie = login_cookie(&gw).await;
+    let cookie = login_cookie_of(&gw, EMAIL).await;
     let (access, _) = open_cookie(&cookie);
     let jwks: jsonwebtoken::jwk::JwkSet = raw_client()
         .get(gw.url("/.well-known/jwks.json"))
@@ -163,7 +153,7 @@ async fn session_refreshes_when_the_access_token_is_due() {
 #[actix_web::test]
 async fn fifty_concurrent_refreshes_with_one_cookie_all_succeed_with_one_successor() {
     let (_redis, gw) = redis_gateway(|_| {}).await;
-    let cookie = login_cookie(&gw).await;
+    let cookie = login_cookie_of(&gw, EMAIL).await;
     let family = family_of(&cookie);
     let requests = (0..50).map(|_| send_with_cookie(&gw, Method::POST, "/auth/refresh", &cookie));
     let responses = futures_util::future::join_all(requests).await;
@@ -195,7 +185,7 @@ async fn fifty_concurrent_refreshes_with_one_cookie_all_succeed_with_one_success
 #[actix_web::test]
 async fn replay_within_grace_gets_the_same_successor() {
     let (_redis, gw) = redis_gateway(|_| {}).await;
-    let c0 = login_cookie(&gw).await;
+    let c0 = login_cookie_of(&gw, EMAIL).await;
     let r1 = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c0).await;
     let c1 = set_cookie(&r1).unwrap().value().to_owned();
     gw.clock.advance(Duration::from_secs(29)); // the refresh response was "lost"; retry
@@ -214,7 +204,7 @@ async fn replay_within_grace_gets_the_same_successor() {
 #[actix_web::test]
 async fn replay_after_grace_revokes_the_family_and_the_newest_cookie_too() {
     let (_redis, gw) = redis_gateway(|_| {}).await;
-    let c0 = login_cookie(&gw).await;
+    let c0 = login_cookie_of(&gw, EMAIL).await;
     let r1 = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c0).await;
     let c1 = set_cookie(&r1).unwrap().value().to_owned();
     gw.clock.advance(Duration::from_secs(31));
@@ -292,7 +282,7 @@ async fn absolute_lifetime_is_never_extended_by_activity() {
 #[actix_web::test]
 async fn tampered_or_garbage_cookie_is_401_and_cleared() {
     let (_redis, gw) = redis_gateway(|_| {}).await;
-    let cookie = login_cookie(&gw).await;
+    let cookie = login_cookie_of(&gw, EMAIL).await;
     let mut bytes = cookie.clone().into_bytes();
     let mid = bytes.len() / 2;
     bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
@@ -315,7 +305,7 @@ async fn tampered_or_garbage_cookie_is_401_and_cleared() {
 #[actix_web::test]
 async fn logout_revokes_the_family_and_clears_the_cookie() {
     let (_redis, gw) = redis_gateway(|_| {}).await;
-    let cookie = login_cookie(&gw).await;
+    let cookie = login_cookie_of(&gw, EMAIL).await;
     let res = send_with_cookie(&gw, Method::POST, "/auth/logout", &cookie).await;
     assert_eq!(res.status(), 204);
     assert_eq!(res.headers()["clear-site-data"], "\"cookies\"");
@@ -445,7 +435,7 @@ async fn another_users_session_cannot_be_revoked() {
 #[actix_web::test]
 async fn a_disabled_users_family_dies_at_its_next_refresh() {
     let (_redis, gw) = redis_gateway(|_| {}).await;
-    let cookie = login_cookie(&gw).await;
+    let cookie = login_cookie_of(&gw, EMAIL).await;
     let mut user = gw.store.user_by_email(EMAIL).await.unwrap().unwrap();
     user.disabled = true;
     gw.store.update_user(&user).await.unwrap();

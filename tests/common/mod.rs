@@ -5,6 +5,8 @@
 //! its key prefix.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
@@ -285,6 +287,19 @@ pub fn login_request(gw: &TestGateway, email: &str, password: &str) -> reqwest::
         .post(gw.url("/auth/login"))
         .header("x-csrf", "1")
         .json(&serde_json::json!({ "email": email, "password": password }))
+}
+
+/// Logs in `email` with a jar-less client and returns the sealed cookie value.
+pub async fn login_cookie_of(gw: &TestGateway, email: &str) -> String {
+    let res = login_request(gw, email, PASSWORD)
+        .send()
+        .await
+        .expect("login request");
+    assert_eq!(res.status(), 200, "login failed");
+    set_cookie(&res)
+        .expect("login sets the cookie")
+        .value()
+        .to_owned()
 }
 
 /// Logs in `client` and asserts success.

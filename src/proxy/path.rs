@@ -1,0 +1,117 @@
+//! Path normalisation before any route is matched: dot segments (plain or percent-encoded)
+//! are resolved and repeated slashes merged, so `/api/../admin` or `/api/%2e%2e/admin` can
+//! only reach a route that `/admin` names. Encoded slashes and backslashes are refused:
+//! upstreams disagree on what they mean.
+
+use percent_encoding::percent_decode_str;
+
+/// Why a path cannot be routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    NotAbsolute,
+    AboveRoot,
+    EncodedSeparator,
+}
+
+impl PathError {
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::NotAbsolute => "the path must start with '/'",
+            Self::AboveRoot => "the path climbs above the root",
+            Self::EncodedSeparator => "encoded '/', '\\\\' or NUL in the path",
+        }
+    }
+}
+
+/// The normalised form of a raw (still percent-encoded) path. Segments keep their original
+/// encoding; only dot segments and empty segments are removed.
+pub fn normalize(raw: &str) -> Result<String, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = raw[1..].split('/').collect();
+    let last = segments.len() - 1;
+    let mut trailing_slash = false;
+    for (i, segment) in segments.iter().enumerate() {
+        let decoded = percent_decode_str(segment).collect::<Vec<u8>>();
+        if decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
+            return Err(PathError::EncodedSeparator);
+        }
+        match decoded.as_slice() {
+            b"" => trailing_slash = i == last && !out.is_empty(),
+            b"." => trailing_slash = i == last,
+            b".." => {
+                out.pop().ok_or(PathError::AboveRoot)?;
+                trailing_slash = i == last;
+            }
+            _ => {
+                out.push(segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut path = format!("/{}", out.join("/"));
+    if trailing_slash && path.len() > 1 {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+/// Does `path` fall under `prefix` on a segment boundary?
+pub fn has_prefix(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_resolved() {
+        let cases = [
+            ("/", "/"),
+            ("/api/notes", "/api/notes"),
+            ("/api/../admin", "/admin"),
+            ("/api/%2e%2e/admin", "/admin"),
+            ("/api/%2E%2E/admin", "/admin"),
+            ("/api/.%2e/admin", "/admin"),
+            ("/api/./notes/", "/api/notes/"),
+            ("/api//notes", "/api/notes"),
+            ("/api/notes/..", "/api/"),
+            ("/a/b/../../c", "/c"),
+            ("/api/n%20x", "/api/n%20x"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(normalize(raw).as_deref(), Ok(expected), "{raw}");
+        }
+    }
+
+    #[test]
+    fn escapes_above_root_and_encoded_separators_are_refused() {
+        assert_eq!(normalize("/.."), Err(PathError::AboveRoot));
+        assert_eq!(normalize("/api/../../etc"), Err(PathError::AboveRoot));
+        assert_eq!(
+            normalize("/api/%2f..%2fadmin"),
+            Err(PathError::EncodedSeparator)
+        );
+        assert_eq!(
+            normalize("/api/..%5cadmin"),
+            Err(PathError::EncodedSeparator)
+        );
+        assert_eq!(normalize("/api/%00"), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("api"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(has_prefix("/api", "/api"));
+        assert!(has_prefix("/api/x", "/api"));
+        assert!(!has_prefix("/apix", "/api"));
+        assert!(has_prefix("/anything", "/"));
+    }
+}
