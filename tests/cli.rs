@@ -269,4 +269,14 @@ async fn demo_serves_a_seeded_user() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // The in-process demo API behind /api verifies the gateway's token through its JWKS.
+    let me: serde_json::Value = client
+        .get(format!("http://{listen}/api/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "demo@example.com");
 }

@@ -212,6 +212,12 @@ impl TestGateway {
     /// Starts a gateway with `config` (its store from `config`), a manual clock, and a user
     /// `email` with [`PASSWORD`].
     pub async fn start(config: Config, email: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_with_listener(config, email, listener).await
+    }
+
+    /// Like [`TestGateway::start`], on a listener the test bound already.
+    pub async fn start_with_listener(config: Config, email: &str, listener: TcpListener) -> Self {
         let clock = ManualClock::new();
         let gateway = Gateway::with_clock(config, Arc::new(clock.clone())).expect("gateway builds");
         let store = gateway.store();
@@ -219,7 +225,7 @@ impl TestGateway {
             .add(email, PASSWORD, vec!["tester".into()])
             .await
             .expect("user added");
-        Self::serve(gateway, clock, store)
+        Self::serve(gateway, clock, store, listener)
     }
 
     /// Starts a gateway on the memory store.
@@ -233,11 +239,16 @@ impl TestGateway {
             .add(email, PASSWORD, vec!["tester".into()])
             .await
             .expect("user added");
-        Self::serve(gateway, clock, store)
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::serve(gateway, clock, store, listener)
     }
 
-    fn serve(gateway: Gateway, clock: ManualClock, store: Arc<dyn Store>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    fn serve(
+        gateway: Gateway,
+        clock: ManualClock,
+        store: Arc<dyn Store>,
+        listener: TcpListener,
+    ) -> Self {
         let addr = listener.local_addr().expect("addr");
         let server = gateway.serve(listener).expect("serve");
         let handle = server.handle();

@@ -1,0 +1,222 @@
+//! The demo API behind the gateway: tokens verified through the gateway's JWKS, bad tokens
+//! refused, and WebSocket upgrades authenticated at the handshake.
+
+mod common;
+
+use std::{net::TcpListener, time::Duration};
+
+use awc::ws;
+use bffgate::{
+    clock::{Clock as _, SystemClock},
+    config::{AuthMode, RouteConfig},
+    demo_api::{build_demo_api, DemoApiSettings},
+    tokens::{generate_ed25519_pkcs8, new_id, pkcs8_pem, AccessClaims, Signer},
+};
+use common::*;
+use futures_util::{SinkExt as _, StreamExt as _};
+
+const EMAIL: &str = "dana@example.com";
+
+struct Demo {
+    gw: TestGateway,
+    api_base: String,
+    signer: Signer,
+    _keys: tempfile::TempDir,
+}
+
+/// A gateway (memory store, known signing key) routing `/api` to a demo API that verifies
+/// tokens through the gateway's JWKS.
+async fn demo() -> Demo {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("ed25519.pem");
+    std::fs::write(&key_file, pkcs8_pem(&generate_ed25519_pkcs8().unwrap())).unwrap();
+    let gw_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw_addr = gw_listener.local_addr().unwrap();
+    let api_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_base = format!("http://{}", api_listener.local_addr().unwrap());
+    let api = build_demo_api(
+        DemoApiSettings {
+            jwks_url: format!("http://{gw_addr}/.well-known/jwks.json"),
+            issuer: "bffgate".into(),
+            audience: "api".into(),
+        },
+        api_listener,
+    )
+    .unwrap();
+    actix_web::rt::spawn(api);
+    let mut config = test_config();
+    config.jwt.signing_key_file = Some(key_file.clone());
+    config.routes = vec![RouteConfig {
+        prefix: "/api".into(),
+        upstream: api_base.clone(),
+        strip_prefix: false,
+        auth: AuthMode::Required,
+        csrf: true,
+        timeout: Duration::from_secs(5),
+        forward_cookies: vec![],
+    }];
+    let gw = TestGateway::start_with_listener(config, EMAIL, gw_listener).await;
+    Demo {
+        gw,
+        api_base,
+        signer: Signer::from_pem_file(&key_file).unwrap(),
+        _keys: keys,
+    }
+}
+
+fn claims() -> AccessClaims {
+    let now = SystemClock.now_ms() / 1000;
+    AccessClaims {
+        iss: "bffgate".into(),
+        aud: "api".into(),
+        sub: "u1".into(),
+        sid: "s1".into(),
+        iat: now,
+        exp: now + 300,
+        jti: new_id().unwrap(),
+        email: EMAIL.into(),
+        roles: vec![],
+    }
+}
+
+async fn api_status(d: &Demo, token: &str) -> u16 {
+    raw_client()
+        .get(format!("{}/api/me", d.api_base))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[actix_web::test]
+async fn the_demo_api_answers_through_the_gateway() {
+    let d = demo().await;
+    let browser = browser();
+    login(&d.gw, &browser, EMAIL).await;
+    let me: serde_json::Value = browser
+        .get(d.gw.url("/api/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], EMAIL);
+    let res = browser
+        .post(d.gw.url("/api/notes"))
+        .json(&serde_json::json!({ "text": "buy milk" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let notes: Vec<serde_json::Value> = browser
+        .get(d.gw.url("/api/notes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(notes[0]["text"], "buy milk");
+    let mut clock = browser
+        .get(d.gw.url("/api/clock?count=2&every_ms=10"))
+        .send()
+        .await
+        .unwrap();
+    let mut events = String::new();
+    while let Some(chunk) = clock.chunk().await.unwrap() {
+        events.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert_eq!(events.matches("data: ").count(), 2, "{events}");
+}
+
+#[actix_web::test]
+async fn the_demo_api_refuses_bad_tokens() {
+    let d = demo().await;
+    assert_eq!(
+        api_status(&d, &d.signer.mint(&claims()).unwrap()).await,
+        200
+    );
+    let mut wrong_aud = claims();
+    wrong_aud.aud = "other".into();
+    let mut wrong_iss = claims();
+    wrong_iss.iss = "someone-else".into();
+    let mut expired = claims();
+    expired.exp = expired.iat - 10;
+    for bad in [wrong_aud, wrong_iss, expired] {
+        assert_eq!(
+            api_status(&d, &d.signer.mint(&bad).unwrap()).await,
+            401,
+            "{bad:?}"
+        );
+    }
+    // alg=none, with our kid and valid claims.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(format!(
+        r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#,
+        d.signer.kid()
+    ));
+    let payload = b64.encode(serde_json::to_vec(&claims()).unwrap());
+    assert_eq!(api_status(&d, &format!("{header}.{payload}.")).await, 401);
+    // Signed by another key under our kid.
+    let stranger = Signer::generate().unwrap();
+    let forged = stranger.mint(&claims()).unwrap();
+    let (_, rest) = forged.split_once('.').unwrap();
+    let header = b64.encode(format!(
+        r#"{{"alg":"EdDSA","typ":"JWT","kid":"{}"}}"#,
+        d.signer.kid()
+    ));
+    assert_eq!(api_status(&d, &format!("{header}.{rest}")).await, 401);
+    assert_eq!(api_status(&d, "not-a-jwt").await, 401);
+}
+
+fn ws_request(d: &Demo, cookie: Option<&str>, origin: Option<&str>) -> awc::ws::WebsocketsRequest {
+    let mut req = awc::Client::new().ws(format!("ws://{}/api/ws", d.gw.addr));
+    if let Some(cookie) = cookie {
+        let cookie = actix_web::cookie::Cookie::new(COOKIE, cookie.to_owned());
+        req = req.header("cookie", cookie.encoded().to_string());
+    }
+    if let Some(origin) = origin {
+        req = req.origin(origin);
+    }
+    req
+}
+
+/// The status of a refused handshake.
+async fn refused(req: awc::ws::WebsocketsRequest) -> u16 {
+    match req.connect().await {
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => status.as_u16(),
+        Err(e) => panic!("unexpected WebSocket error: {e}"),
+        Ok(_) => panic!("the handshake should have been refused"),
+    }
+}
+
+#[actix_web::test]
+async fn websocket_upgrades_are_authenticated_and_relayed() {
+    let d = demo().await;
+    let cookie = login_cookie_of(&d.gw, EMAIL).await;
+    let origin = "http://localhost:8080";
+    assert_eq!(refused(ws_request(&d, None, Some(origin))).await, 401);
+    assert_eq!(refused(ws_request(&d, Some(&cookie), None)).await, 403);
+    assert_eq!(
+        refused(ws_request(&d, Some(&cookie), Some("https://evil.example"))).await,
+        403
+    );
+    let (_, mut socket) = ws_request(&d, Some(&cookie), Some(origin))
+        .connect()
+        .await
+        .unwrap();
+    for text in ["hello", "again"] {
+        socket.send(ws::Message::Text(text.into())).await.unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame, ws::Frame::Text(format!("{EMAIL}: {text}").into()));
+    }
+    socket.send(ws::Message::Close(None)).await.unwrap();
+}
