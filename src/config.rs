@@ -131,8 +131,12 @@ impl RouteConfig {
                 "prefix is reserved for the gateway's own endpoints".into()
             ));
         }
-        let url = url::Url::parse(&self.upstream)
-            .map_err(|e| at(format!("upstream {:?} is not a URL: {e}", self.upstream)))?;
+        let url = url::Url::parse(&self.upstream).map_err(|e| {
+            at(format!(
+                "upstream {:?} must be an http:// or https:// URL with a host ({e})",
+                self.upstream
+            ))
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(at(format!(
                 "upstream {:?} must be an http:// or https:// URL with a host",
