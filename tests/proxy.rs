@@ -284,6 +284,36 @@ async fn upstream_401_on_get_refreshes_and_retries_once() {
 }
 
 #[actix_web::test]
+async fn request_bodies_keep_their_length_and_reach_the_upstream() {
+    let s = stack(|_, _| {}).await;
+    let browser = browser();
+    login(&s.gw, &browser, EMAIL).await;
+    let res = browser
+        .post(s.gw.url("/api/upload"))
+        .body(vec![7u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    let counted: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        (counted["len"].as_u64(), counted["sum"].as_u64()),
+        (Some(1000), Some(7000))
+    );
+    let seen = s.upstream.last();
+    assert_eq!(seen.header("content-length"), Some("1000"));
+    assert_eq!(seen.header("transfer-encoding"), None);
+    // A body-less DELETE goes upstream without a body.
+    browser
+        .delete(s.gw.url("/api/thing/1"))
+        .send()
+        .await
+        .unwrap();
+    let seen = s.upstream.last();
+    assert_eq!(seen.method, "DELETE");
+    assert_eq!(seen.header("transfer-encoding"), None);
+}
+
+#[actix_web::test]
 async fn unreachable_upstream_is_502_and_slow_is_504_and_the_session_survives() {
     let dead = format!("http://127.0.0.1:{}", free_port());
     let s = stack(|c, _| {

@@ -323,10 +323,22 @@ async fn forward(
         r
     };
     let bearer = identity.as_ref().map(|i| i.tokens.access.clone());
-    let sent = if bodiless {
-        request(bearer.as_deref()).send().await
-    } else {
-        request(bearer.as_deref()).send_stream(payload).await
+    // The body keeps its framing: a known length is forwarded as Content-Length (uploads to
+    // object stores need it), an unknown one streams chunked, none sends none.
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    let sent = match (bodiless, length, chunked) {
+        (false, Some(len), false) if len > 0 => {
+            request(bearer.as_deref())
+                .send_body(SizedStream::new(len, payload))
+                .await
+        }
+        (false, _, true) => request(bearer.as_deref()).send_stream(payload).await,
+        _ => request(bearer.as_deref()).send().await,
     };
     let mut upstream = sent.map_err(|e| upstream_error(&route.config.prefix, e))?;
 
