@@ -2,7 +2,9 @@
 //!
 //! A browser request must carry `X-CSRF: 1` — a cross-site page cannot add a custom header
 //! without a CORS preflight, which the gateway never grants. `Sec-Fetch-Site: cross-site` is
-//! refused, and an `Origin` header, when present, must be the gateway's public origin.
+//! refused; without Fetch Metadata, an `Origin` header, when present, must be the gateway's
+//! public origin. (With Fetch Metadata the browser has judged the origin itself, so a page
+//! opened as `127.0.0.1` instead of `localhost` still works.)
 
 use actix_web::{
     body::MessageBody,
@@ -42,29 +44,33 @@ pub fn check(headers: &HeaderMap, origin: &str) -> Result<(), CsrfRejection> {
     if csrf != Some("1") {
         return Err(CsrfRejection::MissingHeader);
     }
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if fetch_site.is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
-        return Err(CsrfRejection::CrossSite);
+    same_site(headers, origin, false)
+}
+
+/// Fetch Metadata when the browser sends it (`cross-site` is refused); without it, the
+/// `Origin` header — when present, or always when `origin_required` — must be ours.
+fn same_site(
+    headers: &HeaderMap,
+    origin: &str,
+    origin_required: bool,
+) -> Result<(), CsrfRejection> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.to_str() {
+            Ok(site) if !site.eq_ignore_ascii_case("cross-site") => Ok(()),
+            _ => Err(CsrfRejection::CrossSite),
+        };
     }
-    if let Some(sent) = headers.get(ORIGIN) {
-        if sent.to_str().ok() != Some(origin) {
-            return Err(CsrfRejection::ForeignOrigin);
-        }
+    match headers.get(ORIGIN) {
+        Some(sent) if sent.to_str().ok() == Some(origin) => Ok(()),
+        None if !origin_required => Ok(()),
+        _ => Err(CsrfRejection::ForeignOrigin),
     }
-    Ok(())
 }
 
 /// Judges a WebSocket upgrade: browsers cannot add `X-CSRF` to one, but they always send
-/// `Origin`, which must be the gateway's own.
+/// `Origin` (and, when they have it, Fetch Metadata).
 pub fn check_upgrade(headers: &HeaderMap, origin: &str) -> Result<(), CsrfRejection> {
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if fetch_site.is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
-        return Err(CsrfRejection::CrossSite);
-    }
-    match headers.get(ORIGIN).map(|v| v.to_str().ok()) {
-        Some(Some(sent)) if sent == origin => Ok(()),
-        _ => Err(CsrfRejection::ForeignOrigin),
-    }
+    same_site(headers, origin, true)
 }
 
 /// Middleware for routes that need the check; answers 403 `application/problem+json`.
@@ -141,6 +147,23 @@ mod tests {
             check_upgrade(&headers(&[("origin", "https://evil.example")]), ORIGIN_OK),
             Err(CsrfRejection::ForeignOrigin)
         );
+    }
+
+    #[test]
+    fn fetch_metadata_decides_when_present() {
+        let h = headers(&[
+            ("x-csrf", "1"),
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "http://127.0.0.1:8080"),
+        ]);
+        assert_eq!(check(&h, ORIGIN_OK), Ok(()));
+        let h = headers(&[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "http://127.0.0.1:8080"),
+        ]);
+        assert_eq!(check_upgrade(&h, ORIGIN_OK), Ok(()));
+        let h = headers(&[("sec-fetch-site", "cross-site"), ("origin", ORIGIN_OK)]);
+        assert_eq!(check_upgrade(&h, ORIGIN_OK), Err(CsrfRejection::CrossSite));
     }
 
     #[test]

@@ -124,6 +124,11 @@ async fn serve(config: Config) -> Result<(), String> {
 async fn demo(mut config: Config, listen: String) -> Result<(), String> {
     config.listen = listen;
     config.redis = None;
+    // Run from anywhere: fall back to the browser app in the source tree.
+    let bundled = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static");
+    if !config.static_dir.is_dir() && bundled.is_dir() {
+        config.static_dir = bundled;
+    }
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     // The demo API, in-process on a free port, behind /api.

@@ -443,6 +443,12 @@ async fn unmatched_paths_fall_through_to_static_files() {
     let client = raw_client();
     let index = client.get(s.gw.url("/")).send().await.unwrap();
     assert_eq!(index.status(), 200);
+    let csp = index.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(index.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(index.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(index.headers()["cache-control"], "no-cache");
     assert_eq!(index.text().await.unwrap(), "<h1>app</h1>");
     let js = client.get(s.gw.url("/js/app.js")).send().await.unwrap();
     assert!(js.headers()["content-type"]
