@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod csrf;
+pub mod demo;
 pub mod demo_api;
 pub mod errors;
 pub mod handlers;

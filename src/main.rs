@@ -11,17 +11,12 @@ use std::{
 };
 
 use bffgate::{
-    config::{AuthMode, Config, RouteConfig},
-    demo_api::{build_demo_api, DemoApiSettings},
+    config::Config,
+    demo::{DEMO_EMAIL, DEMO_PASSWORD},
     store::Store,
     users::Users,
-    Gateway,
 };
 use clap::{Parser, Subcommand};
-
-/// Demo credentials `bffgate demo` seeds and prints.
-const DEMO_EMAIL: &str = "demo@example.com";
-const DEMO_PASSWORD: &str = "bffgate-demo";
 
 #[derive(Parser)]
 #[command(
@@ -123,51 +118,24 @@ async fn serve(config: Config) -> Result<(), String> {
 
 async fn demo(mut config: Config, listen: String) -> Result<(), String> {
     config.listen = listen;
-    config.redis = None;
-    // Run from anywhere: fall back to the browser app in the source tree.
-    let bundled = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static");
-    if !config.static_dir.is_dir() && bundled.is_dir() {
-        config.static_dir = bundled;
-    }
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    // The demo API, in-process on a free port, behind /api.
-    let api_listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot start the demo API: {e}"))?;
-    let api_addr = api_listener.local_addr().map_err(|e| e.to_string())?;
-    let api = build_demo_api(
-        DemoApiSettings {
-            jwks_url: format!("http://{addr}/.well-known/jwks.json"),
-            issuer: config.jwt.issuer.clone(),
-            audience: config.jwt.audience.clone(),
-        },
-        api_listener,
-    )
-    .map_err(|e| format!("cannot start the demo API: {e}"))?;
-    actix_web::rt::spawn(api);
-    config.routes.retain(|r| r.prefix != "/api");
-    config.routes.push(RouteConfig {
-        prefix: "/api".into(),
-        upstream: format!("http://{api_addr}"),
-        strip_prefix: false,
-        auth: AuthMode::Required,
-        csrf: true,
-        timeout: std::time::Duration::from_secs(30),
-        forward_cookies: Vec::new(),
-    });
-    let gateway = Gateway::new(config).map_err(|e| e.to_string())?;
-    Users::new(gateway.store())
-        .add(DEMO_EMAIL, DEMO_PASSWORD, vec!["demo".into()])
+    let stack = bffgate::demo::start(config, listener)
         .await
         .map_err(|e| e.to_string())?;
-    let server = gateway.serve(listener).map_err(|e| e.to_string())?;
-    println!("bffgate demo listening on http://{addr}");
+    let page = if addr.ip().is_loopback() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    };
+    println!("bffgate demo listening on {addr}: open {page} in a browser");
     println!("  demo user: {DEMO_EMAIL}  password: {DEMO_PASSWORD}");
-    println!("  try: curl -i -c jar -H 'X-CSRF: 1' -H 'Content-Type: application/json' \\");
+    println!("  or with curl:");
+    println!("    curl -i -c jar -H 'X-CSRF: 1' -H 'Content-Type: application/json' \\");
     println!("         -d '{{\"email\":\"{DEMO_EMAIL}\",\"password\":\"{DEMO_PASSWORD}\"}}' http://{addr}/auth/login");
-    println!("       curl -b jar -c jar -H 'X-CSRF: 1' http://{addr}/auth/session");
-    println!("       curl -b jar -c jar -H 'X-CSRF: 1' http://{addr}/api/me");
-    server.await.map_err(|e| e.to_string())
+    println!("    curl -b jar -c jar -H 'X-CSRF: 1' http://{addr}/auth/session");
+    println!("    curl -b jar -c jar -H 'X-CSRF: 1' http://{addr}/api/me");
+    stack.server.await.map_err(|e| e.to_string())
 }
 
 async fn users_store(config: &Config) -> Result<Arc<dyn Store>, String> {

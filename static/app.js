@@ -55,9 +55,9 @@ async function guarded(action) {
   }
 }
 
-function until(iso) {
+function until(iso, past = 'now') {
   const ms = Date.parse(iso) - Date.now();
-  if (!(ms > 0)) return 'now';
+  if (!(ms > 0)) return past;
   const s = Math.floor(ms / 1000);
   const d = Math.floor(s / 86400);
   const h = Math.floor((s % 86400) / 3600);
@@ -72,7 +72,7 @@ function until(iso) {
 function tick() {
   if (!session) return;
   const s = session.session;
-  $('access-countdown').textContent = until(s.access_expires_at);
+  $('access-countdown').textContent = until(s.access_expires_at, 'with the next request');
   $('idle-countdown').textContent = until(s.idle_expires_at);
   $('max-countdown').textContent = until(s.max_expires_at);
 }
@@ -84,6 +84,14 @@ function render() {
   $('user-roles').textContent = user.roles.length ? user.roles.join(', ') : '—';
   tick();
   show('app-view');
+}
+
+/** After activity: the gateway may have renewed the tokens, so ask for the new expiry times. */
+async function refreshFacts() {
+  const data = await guarded(() => call('/auth/session'));
+  if (!data) return;
+  session = data;
+  tick();
 }
 
 /** Asks the gateway who is signed in (it refreshes the tokens when due). */
@@ -230,7 +238,9 @@ function wire() {
   $('logout-all').addEventListener('click', () => signOut('/auth/logout-all'));
   $('call-me').addEventListener('click', async () => {
     const me = await guarded(() => call('/api/me'));
-    if (me) $('api-output').textContent = JSON.stringify(me, null, 2);
+    if (!me) return;
+    $('api-output').textContent = JSON.stringify(me, null, 2);
+    await refreshFacts();
   });
   $('clock-toggle').addEventListener('click', toggleClock);
   $('note-form').addEventListener('submit', async (event) => {
@@ -240,7 +250,7 @@ function wire() {
     const note = await guarded(() => call('/api/notes', { method: 'POST', body: { text } }));
     if (note) {
       $('note-text').value = '';
-      await loadNotes();
+      await Promise.all([loadNotes(), refreshFacts()]);
     }
   });
   channel?.addEventListener('message', (event) => {
