@@ -1,0 +1,369 @@
+//! The docker-compose stack, checked without a Docker engine: the compose file as Debian's
+//! `docker-compose config` resolves it names only services, ports, binaries and settings that
+//! exist, and the container's start command (`bffgate serve` with the mounted config and the
+//! compose environment) serves a user whom the stack's `seed` command added.
+//!
+//! Needs `docker-compose` (`.ci/run` installs Debian's); without it these tests fail.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bffgate::config::Config;
+use common::{browser, free_port, TestRedis};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bffgate");
+const DEMO_API_BIN: &str = env!("CARGO_BIN_EXE_bffgate-demo-api");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `docker-compose config`: the compose file with variables resolved, as JSON.
+fn compose() -> Value {
+    let out = Command::new("docker-compose")
+        .args([
+            "--project-directory",
+            ".",
+            "-f",
+            "docker-compose.yml",
+            "config",
+        ])
+        .current_dir(root())
+        .env_remove("BFFGATE_LOG")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run docker-compose ({e}); install it: apt-get install docker-compose")
+        });
+    assert!(
+        out.status.success(),
+        "docker-compose config refused the file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_yaml_ng::from_slice(&out.stdout).expect("docker-compose prints YAML")
+}
+
+fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
+    compose["services"]
+        .get(name)
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_str().expect("a string").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn environment(service: &Value) -> BTreeMap<String, String> {
+    service["environment"]
+        .as_object()
+        .map(|env| {
+            env.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The host file a service mounts at `target`.
+fn mounted(service: &Value, target: &str) -> PathBuf {
+    let volumes = service["volumes"].as_array().expect("volumes");
+    let found = volumes
+        .iter()
+        .find_map(|v| {
+            let spec = v.as_str().map(str::to_owned).unwrap_or_else(|| {
+                format!(
+                    "{}:{}",
+                    v["source"].as_str().unwrap_or_default(),
+                    v["target"].as_str().unwrap_or_default()
+                )
+            });
+            let mut parts = spec.split(':');
+            let source = parts.next()?;
+            (parts.next()? == target).then(|| PathBuf::from(source))
+        })
+        .unwrap_or_else(|| panic!("nothing mounted at {target}"));
+    if found.is_absolute() {
+        found
+    } else {
+        root().join(found)
+    }
+}
+
+/// The configuration a service would load: its mounted file under its environment.
+fn service_config(service: &Value) -> Config {
+    let env = environment(service);
+    let file = mounted(service, &env["BFFGATE_CONFIG"]);
+    Config::load_from(Some(&file), env)
+        .unwrap_or_else(|e| panic!("{} with the compose environment: {e}", file.display()))
+}
+
+/// The value of `--name=value` in an argument list.
+fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
+    let prefix = format!("--{name}=");
+    args.iter()
+        .find_map(|a| a.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no --{name} in {args:?}"))
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port")
+}
+
+#[test]
+fn compose_file_names_only_services_ports_and_settings_that_exist() {
+    let compose = compose();
+    let services = compose["services"].as_object().expect("services");
+    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    assert_eq!(names, ["demo-api", "gateway", "redis", "seed"]);
+    for (name, s) in services {
+        if let Some(deps) = s["depends_on"].as_object() {
+            for dep in deps.keys() {
+                assert!(
+                    services.contains_key(dep),
+                    "{name} depends on unknown {dep}"
+                );
+            }
+        }
+    }
+
+    // Redis keeps an append-only file and reports health; the gateway waits for it.
+    let redis = service(&compose, "redis");
+    let command = strings(&redis["command"]);
+    assert!(command.windows(2).any(|w| w == ["--appendonly", "yes"]));
+    assert!(redis["healthcheck"]["test"].is_array());
+    let gateway = service(&compose, "gateway");
+    assert_eq!(
+        gateway["depends_on"]["redis"]["condition"],
+        "service_healthy"
+    );
+
+    // The gateway: every variable is a setting, and it listens where the port is published.
+    let config = service_config(gateway);
+    let redis_url = config.redis.as_ref().expect("a Redis store").url.expose();
+    assert_eq!(redis_url, "redis://redis:6379");
+    let published = gateway["ports"][0]["target"]
+        .as_u64()
+        .or_else(|| {
+            gateway["ports"][0]
+                .as_str()
+                .and_then(|p| p.split('/').next())
+                .map(|p| u64::from(port_of(p)))
+        })
+        .expect("a published port");
+    assert_eq!(u64::from(port_of(&config.listen)), published);
+    assert!(
+        config.listen.starts_with("0.0.0.0:"),
+        "reachable from outside the container"
+    );
+
+    // Each route reaches a service of the stack on the port that service listens on.
+    let demo_api = service(&compose, "demo-api");
+    let api_args = strings(&demo_api["command"]);
+    assert_eq!(
+        strings(&demo_api["entrypoint"]),
+        [Path::new(DEMO_API_BIN)
+            .file_name()
+            .expect("name")
+            .to_string_lossy()]
+    );
+    for route in &config.routes {
+        let upstream = url::Url::parse(&route.upstream).expect("upstream URL");
+        assert_eq!(upstream.host_str(), Some("demo-api"), "{}", route.prefix);
+        assert_eq!(
+            upstream.port(),
+            Some(port_of(flag(&api_args, "listen"))),
+            "{}",
+            route.prefix
+        );
+    }
+    assert!(!config.routes.is_empty());
+    // The demo API fetches the gateway's keys from the gateway service.
+    let jwks = url::Url::parse(flag(&api_args, "jwks-url")).expect("JWKS URL");
+    assert_eq!(jwks.host_str(), Some("gateway"));
+    assert_eq!(jwks.port().map(u64::from), Some(published));
+    assert_eq!(flag(&api_args, "issuer"), config.jwt.issuer);
+    assert_eq!(flag(&api_args, "audience"), config.jwt.audience);
+    // The demo API accepts exactly those flags.
+    let help = Command::new(DEMO_API_BIN)
+        .arg("--help")
+        .output()
+        .expect("demo API runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for arg in &api_args {
+        let name = arg.split('=').next().unwrap_or_default();
+        assert!(help.contains(name), "bffgate-demo-api has no {name}");
+    }
+
+    // The seed service loads the same configuration.
+    service_config(service(&compose, "seed"));
+}
+
+#[test]
+fn the_image_starts_bffgate_serve_with_the_mounted_config() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let line = |directive: &str| {
+        dockerfile
+            .lines()
+            .rfind(|l| l.starts_with(directive))
+            .unwrap_or_else(|| panic!("no {directive} in the Dockerfile"))
+            .to_owned()
+    };
+    assert_eq!(line("ENTRYPOINT "), r#"ENTRYPOINT ["bffgate"]"#);
+    assert_eq!(line("CMD "), r#"CMD ["serve"]"#);
+    assert_eq!(line("USER "), "USER bffgate");
+    assert!(dockerfile.contains("FROM debian:bookworm-slim"));
+    // Every file the image copies from the build context exists.
+    for l in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        for source in &parts[1..parts.len() - 1] {
+            assert!(
+                root().join(source).exists(),
+                "the Dockerfile copies missing {source}"
+            );
+        }
+    }
+    let compose = compose();
+    assert_eq!(strings(&service(&compose, "gateway")["command"]), ["serve"]);
+    let env = environment(service(&compose, "gateway"));
+    let mounted_at = &env["BFFGATE_CONFIG"];
+    assert!(
+        dockerfile.contains(&format!("ENV BFFGATE_CONFIG={mounted_at}")),
+        "the image and the compose file agree on where the config lives"
+    );
+}
+
+/// `bffgate serve` as a child process, killed on drop.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[actix_web::test]
+async fn the_compose_start_command_serves_a_seeded_user() {
+    let compose = compose();
+    let redis = TestRedis::new();
+    let port = free_port();
+    let bin_dir = Path::new(BIN).parent().expect("bin dir");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // Run a compose service's environment on this machine: the mounted file at its host
+    // path, this test's Redis and port, the source tree's static files.
+    let env_of = |name: &str| {
+        let service = service(&compose, name);
+        let mut env = environment(service);
+        let file = mounted(service, &env["BFFGATE_CONFIG"]);
+        env.insert("BFFGATE_CONFIG".into(), file.display().to_string());
+        env.insert("BFFGATE_REDIS__URL".into(), redis.url.clone());
+        env.insert("BFFGATE_REDIS__KEY_PREFIX".into(), redis.prefix.clone());
+        env.insert("BFFGATE_LISTEN".into(), format!("127.0.0.1:{port}"));
+        env.insert(
+            "BFFGATE_STATIC_DIR".into(),
+            root().join("static").display().to_string(),
+        );
+        env.insert("PATH".into(), path.clone());
+        env
+    };
+
+    // The seed service's own command, twice: it adds the user, then finds it there.
+    let seed = service(&compose, "seed");
+    // Compose runs the command with `$$` unescaped to `$`.
+    let mut seed_command = strings(&seed["entrypoint"]);
+    seed_command.extend(
+        strings(&seed["command"])
+            .iter()
+            .map(|c| c.replace("$$", "$")),
+    );
+    for _ in 0..2 {
+        let out = Command::new(&seed_command[0])
+            .args(&seed_command[1..])
+            .env_clear()
+            .envs(env_of("seed"))
+            .output()
+            .expect("seed runs");
+        assert!(
+            out.status.success(),
+            "seed failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let seed_env = environment(seed);
+
+    let gateway = service(&compose, "gateway");
+    let mut start = strings(&gateway["command"]);
+    assert_eq!(start, ["serve"]);
+    start.insert(0, BIN.to_owned());
+    let _serve = Serve(
+        Command::new(&start[0])
+            .args(&start[1..])
+            .env_clear()
+            .envs(env_of("gateway"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bffgate serve runs"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = browser();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(res) = client.get(format!("{base}/readyz")).send().await {
+            if res.status() == 200 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bffgate serve did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = client
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({
+            "email": seed_env["DEMO_EMAIL"],
+            "password": seed_env["DEMO_PASSWORD"],
+        }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), 200);
+    let session: Value = client
+        .get(format!("{base}/auth/session"))
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(session["user"]["email"], seed_env["DEMO_EMAIL"]);
+    assert_eq!(session["user"]["roles"], serde_json::json!(["demo"]));
+    let page = client.get(format!("{base}/")).send().await.expect("app");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers().contains_key("content-security-policy"));
+}
