@@ -30,6 +30,11 @@ pub struct Config {
     pub static_dir: PathBuf,
     /// Upstream APIs, matched by longest path prefix.
     pub routes: Vec<RouteConfig>,
+    pub throttle: ThrottleConfig,
+    pub metrics: MetricsConfig,
+    /// On SIGTERM/SIGINT: stop accepting, then give in-flight requests this long.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Config {
@@ -44,6 +49,9 @@ impl Default for Config {
             password: PasswordConfig::default(),
             static_dir: PathBuf::from("static"),
             routes: Vec::new(),
+            throttle: ThrottleConfig::default(),
+            metrics: MetricsConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,7 +106,14 @@ fn default_route_timeout() -> Duration {
 }
 
 /// Paths the gateway answers itself; no route may claim them.
-const RESERVED_PREFIXES: &[&str] = &["/auth", "/.well-known", "/healthz", "/readyz"];
+const RESERVED_PREFIXES: &[&str] = &[
+    "/auth",
+    "/.well-known",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+];
 
 impl RouteConfig {
     fn validate(&self, index: usize) -> Result<(), ConfigError> {
@@ -194,6 +209,9 @@ pub struct CookieConfig {
     pub key: Option<Redacted>,
     pub secure: bool,
     pub same_site: SameSite,
+    /// Earlier cookie keys (base64, 64 bytes each): cookies sealed with them still open and
+    /// are re-sealed with `key` on the response. Keep one for `session.idle_timeout`.
+    pub previous_keys: Vec<Redacted>,
 }
 
 impl Default for CookieConfig {
@@ -203,6 +221,7 @@ impl Default for CookieConfig {
             key: None,
             secure: true,
             same_site: SameSite::Strict,
+            previous_keys: Vec::new(),
         }
     }
 }
@@ -220,20 +239,32 @@ impl CookieConfig {
 
     /// The decoded 64-byte key, if one is configured.
     pub fn key_bytes(&self) -> Result<Option<Vec<u8>>, ConfigError> {
-        let Some(key) = &self.key else {
-            return Ok(None);
-        };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(key.expose().trim())
-            .map_err(|_| ConfigError::invalid("cookie.key", "is not valid base64"))?;
-        if bytes.len() != 64 {
-            return Err(ConfigError::invalid(
-                "cookie.key",
-                format!("must decode to 64 bytes, got {}", bytes.len()),
-            ));
-        }
-        Ok(Some(bytes))
+        self.key
+            .as_ref()
+            .map(|key| decode_cookie_key("cookie.key", key))
+            .transpose()
     }
+
+    /// The decoded earlier keys, in configured order.
+    pub fn previous_key_bytes(&self) -> Result<Vec<Vec<u8>>, ConfigError> {
+        self.previous_keys
+            .iter()
+            .map(|key| decode_cookie_key("cookie.previous_keys", key))
+            .collect()
+    }
+}
+
+fn decode_cookie_key(name: &'static str, key: &Redacted) -> Result<Vec<u8>, ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.expose().trim())
+        .map_err(|_| ConfigError::invalid(name, "is not valid base64"))?;
+    if bytes.len() != 64 {
+        return Err(ConfigError::invalid(
+            name,
+            format!("must decode to 64 bytes, got {}", bytes.len()),
+        ));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -275,6 +306,10 @@ pub struct JwtConfig {
     pub audience: String,
     /// PKCS#8 PEM Ed25519 private key. Absent: generated per start.
     pub signing_key_file: Option<PathBuf>,
+    /// Earlier signing key files: never used to sign, published in the JWKS so that tokens
+    /// they signed stay verifiable. Remove one once `session.access_ttl` has passed since
+    /// every instance switched to the new key.
+    pub previous_keys: Vec<PathBuf>,
 }
 
 impl Default for JwtConfig {
@@ -283,6 +318,7 @@ impl Default for JwtConfig {
             issuer: "bffgate".into(),
             audience: "api".into(),
             signing_key_file: None,
+            previous_keys: Vec::new(),
         }
     }
 }
@@ -292,6 +328,56 @@ impl Default for JwtConfig {
 pub struct PasswordConfig {
     /// Argon2 verifications running at once; more wait. 0: one per CPU core.
     pub max_concurrent: usize,
+}
+
+/// Login throttling, counted in the store so that it holds across instances.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    pub enabled: bool,
+    /// Failed logins for one email from one IP before delays start.
+    pub free_attempts: u32,
+    /// Failed logins from one IP (any email) before delays start.
+    pub ip_free_attempts: u32,
+    /// The first delay; each further failure doubles it.
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Failures are forgotten after this long without one.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            free_attempts: 5,
+            ip_free_attempts: 50,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(15 * 60),
+            window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Prometheus metrics at `GET /metrics`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Serve `/metrics` on this address instead of the gateway's own listener.
+    pub listen: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+        }
+    }
 }
 
 /// A string secret whose `Debug` and serialised form never show the value.
@@ -372,6 +458,9 @@ impl Config {
                 .prefix_separator("_")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("cookie.previous_keys")
+                .with_list_parse_key("jwt.previous_keys")
                 .source(Some(overrides)),
         );
         let raw = builder
@@ -387,6 +476,29 @@ impl Config {
     /// Checks what serde cannot: relations between values and their formats.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.cookie.key_bytes()?;
+        self.cookie.previous_key_bytes()?;
+        if let Some(addr) = &self.metrics.listen {
+            addr.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::invalid(
+                    "metrics.listen",
+                    format!("{addr:?} is not an IP:port address"),
+                )
+            })?;
+        }
+        let t = &self.throttle;
+        if t.base_delay.is_zero() || t.base_delay > t.max_delay {
+            return Err(ConfigError::invalid(
+                "throttle.base_delay",
+                "must be more than 0s and at most throttle.max_delay",
+            ));
+        }
+        if t.window.is_zero() {
+            return Err(ConfigError::invalid(
+                "throttle.window",
+                "must be more than 0s",
+            ));
+        }
         let origin = url::Url::parse(&self.public_origin)
             .map_err(|e| ConfigError::invalid("public_origin", format!("is not a URL: {e}")))?;
         if !matches!(origin.scheme(), "http" | "https") || origin.host_str().is_none() {
@@ -532,6 +644,50 @@ mod tests {
         .unwrap();
         assert_eq!(c.session.idle_timeout, Duration::from_secs(14 * 86400));
         assert_eq!(c.session.access_ttl, Duration::from_secs(180));
+    }
+
+    #[test]
+    fn previous_keys_come_from_comma_separated_environment_variables() {
+        let b64 = |fill: u8| base64::engine::general_purpose::STANDARD.encode([fill; 64]);
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("BFFGATE_COOKIE__KEY", &b64(1)),
+                (
+                    "BFFGATE_COOKIE__PREVIOUS_KEYS",
+                    &format!("{},{}", b64(2), b64(3)),
+                ),
+                ("BFFGATE_JWT__PREVIOUS_KEYS", "old.pem,older.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.cookie.previous_key_bytes().unwrap(),
+            vec![vec![2; 64], vec![3; 64]]
+        );
+        assert_eq!(
+            c.jwt.previous_keys,
+            vec![PathBuf::from("old.pem"), PathBuf::from("older.pem")]
+        );
+        let err = Config::load_from(None, env(&[("BFFGATE_COOKIE__PREVIOUS_KEYS", "c2hvcnQ=")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("cookie.previous_keys"), "{err}");
+    }
+
+    #[test]
+    fn throttle_delays_are_checked() {
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("BFFGATE_THROTTLE__BASE_DELAY", "1m"),
+                ("BFFGATE_THROTTLE__MAX_DELAY", "10s"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("throttle.base_delay"), "{err}");
+        let err =
+            Config::load_from(None, env(&[("BFFGATE_METRICS__LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("metrics.listen"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use actix_session::{
 };
 use actix_web::{
     body::MessageBody,
-    cookie::{time::Duration as CookieDuration, Cookie, Key, SameSite},
+    cookie::{time::Duration as CookieDuration, Cookie, CookieJar, Key, SameSite},
     dev::{ServiceRequest, ServiceResponse},
     http::header,
     middleware::Next,
@@ -39,6 +39,8 @@ pub struct CookieSettings {
     same_site: SameSite,
     idle: Duration,
     key: Key,
+    /// Earlier keys: cookies they sealed are re-sealed with `key` (see [`reseal_previous`]).
+    previous: Vec<Key>,
 }
 
 impl std::fmt::Debug for CookieSettings {
@@ -55,6 +57,14 @@ impl CookieSettings {
     /// From the configuration; `master_key` is the 64-byte cookie key.
     pub fn new(config: &Config, master_key: &[u8]) -> Result<Self, String> {
         let key = Key::try_from(master_key).map_err(|e| format!("cookie.key: {e}"))?;
+        let previous = config
+            .cookie
+            .previous_key_bytes()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|bytes| Key::try_from(bytes.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cookie.previous_keys: {e}"))?;
         Ok(Self {
             name: config.cookie.effective_name(),
             secure: config.cookie.secure,
@@ -64,13 +74,17 @@ impl CookieSettings {
             },
             idle: config.session.idle_timeout,
             key,
+            previous,
         })
+    }
+
+    fn max_age(&self) -> CookieDuration {
+        CookieDuration::seconds(i64::try_from(self.idle.as_secs()).unwrap_or(i64::MAX))
     }
 
     /// The actix-session middleware that opens and seals the cookie.
     pub fn middleware(&self) -> SessionMiddleware<CookieSessionStore> {
-        let max_age =
-            CookieDuration::seconds(i64::try_from(self.idle.as_secs()).unwrap_or(i64::MAX));
+        let max_age = self.max_age();
         SessionMiddleware::builder(CookieSessionStore::default(), self.key.clone())
             .cookie_name(self.name.clone())
             .cookie_secure(self.secure)
@@ -97,6 +111,42 @@ impl CookieSettings {
             .finish();
         cookie.make_removal();
         cookie
+    }
+
+    /// The plain content of a sealed `value` if `key` opens it.
+    fn open_with(&self, key: &Key, value: &str) -> Option<String> {
+        let mut jar = CookieJar::new();
+        jar.add_original(Cookie::new(self.name.clone(), value.to_owned()));
+        jar.private(key)
+            .get(&self.name)
+            .map(|c| c.value().to_owned())
+    }
+
+    /// `value` re-sealed with the current key, if the current key cannot open it and an
+    /// earlier key can.
+    fn reseal(&self, value: &str) -> Option<String> {
+        if self.previous.is_empty() || self.open_with(&self.key, value).is_some() {
+            return None;
+        }
+        let plain = self
+            .previous
+            .iter()
+            .find_map(|key| self.open_with(key, value))?;
+        let mut jar = CookieJar::new();
+        jar.private_mut(&self.key)
+            .add(Cookie::new(self.name.clone(), plain));
+        jar.get(&self.name).map(|c| c.value().to_owned())
+    }
+
+    /// The session cookie with a new sealed value, as the session middleware would set it.
+    fn with_value(&self, value: String) -> Cookie<'static> {
+        Cookie::build(self.name.clone(), value)
+            .path("/")
+            .secure(self.secure)
+            .http_only(true)
+            .same_site(self.same_site)
+            .max_age(self.max_age())
+            .finish()
     }
 
     /// Did the request carry a session cookie at all (whether or not it opens)?
@@ -144,4 +194,85 @@ pub async fn clear_when_marked(
             .append(header::SET_COOKIE, value);
     }
     Ok(res)
+}
+
+/// Middleware, outside the session middleware: a session cookie sealed with one of
+/// `cookie.previous_keys` is re-sealed with the current key before the session is read, and
+/// the re-sealed cookie is set on the response unless the response sets or removes the
+/// cookie itself. Key rotation therefore logs nobody out.
+pub async fn reseal_previous(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let settings = req.app_data::<Data<CookieSettings>>().cloned();
+    let resealed = settings
+        .as_ref()
+        .and_then(|settings| reseal_request_cookie(settings, &mut req));
+    let mut res = next.call(req).await?;
+    if let (Some(value), Some(settings)) = (resealed, settings) {
+        let sets_cookie = res
+            .response()
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| Cookie::parse_encoded(v).ok())
+            .any(|c| c.name() == settings.name);
+        let clears = res
+            .response()
+            .extensions()
+            .get::<ClearSessionCookie>()
+            .is_some();
+        if !sets_cookie && !clears {
+            let cookie = settings.with_value(value);
+            let value = header::HeaderValue::from_str(&cookie.encoded().to_string())
+                .map_err(actix_web::error::ErrorInternalServerError)?;
+            res.response_mut()
+                .headers_mut()
+                .append(header::SET_COOKIE, value);
+        }
+    }
+    Ok(res)
+}
+
+/// Rewrites the request's `Cookie` header when the session cookie opens only with an
+/// earlier key; returns the re-sealed value.
+fn reseal_request_cookie(settings: &CookieSettings, req: &mut ServiceRequest) -> Option<String> {
+    if settings.previous.is_empty() {
+        return None;
+    }
+    let joined = req
+        .headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let prefix = format!("{}=", settings.name);
+    let mut resealed = None;
+    let pairs: Vec<String> = joined
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            if resealed.is_some() || !pair.starts_with(&prefix) {
+                return pair.to_owned();
+            }
+            let Ok(cookie) = Cookie::parse_encoded(pair) else {
+                return pair.to_owned();
+            };
+            match settings.reseal(cookie.value()) {
+                Some(new_value) => {
+                    let rewritten = Cookie::new(settings.name.clone(), new_value.clone())
+                        .encoded()
+                        .to_string();
+                    resealed = Some(new_value);
+                    rewritten
+                }
+                None => pair.to_owned(),
+            }
+        })
+        .collect();
+    let value = header::HeaderValue::from_str(&pairs.join("; ")).ok()?;
+    resealed.as_ref()?;
+    req.headers_mut().insert(header::COOKIE, value);
+    resealed
 }

@@ -16,6 +16,19 @@ use crate::{
 /// Seconds a client should wait before retrying after a store outage.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
 
+/// The body of every error answer (`application/problem+json`, RFC 9457); for the OpenAPI
+/// document, the answers themselves are built in [`ApiError::error_response`].
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:bffgate:problem:<slug>`, stable.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// Every error an HTTP handler can answer with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -27,6 +40,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("invalid email or password")]
     BadCredentials,
+    /// Too many failed logins; retry after this many seconds.
+    #[error("too many failed logins; try again in {0} s")]
+    TooManyRequests(u64),
     #[error("no valid session")]
     Unauthenticated(InvalidReason),
     #[error("{0}")]
@@ -50,6 +66,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::PayloadTooLarge => "payload-too-large",
             Self::BadCredentials => "invalid-credentials",
+            Self::TooManyRequests(_) => "too-many-requests",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not-found",
@@ -66,6 +83,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::PayloadTooLarge => "Request body too large",
             Self::BadCredentials => "Invalid email or password",
+            Self::TooManyRequests(_) => "Too many failed logins",
             Self::Unauthenticated(_) => "Not signed in",
             Self::Forbidden(_) => "Forbidden",
             Self::NotFound => "Not found",
@@ -87,6 +105,7 @@ impl ApiError {
                     .into(),
             ),
             Self::UnsupportedMediaType
+            | Self::TooManyRequests(_)
             | Self::PayloadTooLarge
             | Self::BadGateway
             | Self::GatewayTimeout => Some(self.to_string()),
@@ -102,6 +121,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadCredentials | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -118,20 +138,25 @@ impl ResponseError for ApiError {
             Self::Unavailable(cause) => tracing::warn!(%cause, "store unavailable"),
             _ => {}
         }
-        let mut body = serde_json::json!({
-            "type": format!("urn:bffgate:problem:{}", self.slug()),
-            "title": self.title(),
-            "status": status.as_u16(),
-        });
-        if let Some(detail) = self.detail() {
-            body["detail"] = detail.into();
-        }
+        let body = Problem {
+            kind: format!("urn:bffgate:problem:{}", self.slug()),
+            title: self.title().to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default();
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
-        if let Self::Unavailable(_) = self {
-            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+        match self {
+            Self::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+            }
+            Self::TooManyRequests(seconds) => {
+                response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+            }
+            _ => {}
         }
-        let mut response = response.body(body.to_string());
+        let mut response = response.body(body);
         if let Self::Unauthenticated(_) = self {
             response.extensions_mut().insert(ClearSessionCookie);
         }
@@ -143,6 +168,11 @@ impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         match e {
             SessionError::BadCredentials => Self::BadCredentials,
+            SessionError::Throttled { retry_after_ms } => Self::TooManyRequests(
+                u64::try_from(retry_after_ms.max(1))
+                    .unwrap_or(1)
+                    .div_ceil(1000),
+            ),
             SessionError::Invalid(reason) => Self::Unauthenticated(reason),
             SessionError::Unavailable(m) => Self::Unavailable(m),
             SessionError::NotFound => Self::NotFound,

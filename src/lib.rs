@@ -13,6 +13,7 @@ pub mod demo;
 pub mod demo_api;
 pub mod errors;
 pub mod handlers;
+pub mod metrics;
 pub mod password;
 pub mod proxy;
 pub mod session;
@@ -20,14 +21,17 @@ pub mod store;
 pub mod tokens;
 pub mod users;
 
-use std::{net::TcpListener, sync::Arc};
+use std::{net::TcpListener, sync::Arc, time::Instant};
 
 use actix_web::{
-    dev::Server,
-    middleware::{from_fn, DefaultHeaders},
+    body::MessageBody,
+    dev::{Server, ServiceRequest, ServiceResponse},
+    http::header,
+    middleware::{from_fn, DefaultHeaders, Next},
     web::{self, Data},
-    App, HttpServer,
+    App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer,
 };
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{
     clock::{Clock, SystemClock},
@@ -37,8 +41,8 @@ use crate::{
     errors::ApiError,
     password::Passwords,
     session::{SessionSettings, Sessions},
-    store::{memory::MemoryStore, redis::RedisStore, Store},
-    tokens::{Sealer, Signer},
+    store::{memory::MemoryStore, metered::Metered, redis::RedisStore, Store},
+    tokens::{new_id, Sealer, Signer},
 };
 
 /// Largest JSON body `/auth/*` accepts.
@@ -78,6 +82,84 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, BuildError> {
     }
 }
 
+/// The request's id: the client's `X-Request-Id` when well-formed, else a new one. Set by
+/// the request-log middleware, echoed on the response, forwarded upstream.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// The id of `req` (a new one outside the middleware, e.g. in unit tests).
+    pub fn of(req: &HttpRequest) -> String {
+        req.extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_else(|| new_id().unwrap_or_default())
+    }
+}
+
+/// The configured route prefix a proxied request matched, for logs (never the raw path).
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub String);
+
+/// Middleware, outermost: gives every request an id and logs one line per request with
+/// its route, status and latency (to the response head; bodies may still be streaming).
+async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = proxy::headers::valid_request_id(req.headers())
+        .or_else(|| new_id().ok())
+        .unwrap_or_default();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let mut res = next.call(req).await?;
+    let route = res
+        .request()
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|r| r.0.clone())
+        .or_else(|| res.request().match_pattern())
+        .unwrap_or_else(|| "static".into());
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+    tracing::info!(
+        target: "bffgate::request",
+        request_id = %id,
+        method = %method,
+        route = %route,
+        status = res.status().as_u16(),
+        latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
+        "request"
+    );
+    Ok(res)
+}
+
+/// Prometheus metrics (text exposition format). Served here unless `metrics.listen` moves
+/// them to their own address; absent when `metrics.enabled = false`.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain")))]
+pub async fn metrics_endpoint(handle: Data<PrometheusHandle>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle.render())
+}
+
+/// A server for `/metrics` alone, on its own listener (`metrics.listen`).
+pub fn metrics_server(listener: TcpListener) -> std::io::Result<Server> {
+    let handle = Data::new(metrics::handle());
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(handle.clone())
+            .route("/metrics", web::get().to(metrics_endpoint))
+    })
+    .workers(1)
+    .listen(listener)?
+    .run())
+}
+
 /// A gateway ready to serve: configuration checked, keys loaded, store opened.
 pub struct Gateway {
     config: Config,
@@ -105,6 +187,10 @@ impl Gateway {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, BuildError> {
         config.validate()?;
+        if config.metrics.enabled {
+            metrics::handle();
+        }
+        let store: Arc<dyn Store> = Arc::new(Metered::new(store));
         if config.redis.is_none() {
             tracing::warn!("no [redis] configured: using the embedded memory store; sessions are lost on restart and cannot be shared between instances");
         }
@@ -125,7 +211,9 @@ impl Gateway {
                 Signer::generate()
             }
         }
-        .map_err(|e| BuildError::Setup(format!("jwt.signing_key_file: {e}")))?;
+        .map_err(|e| BuildError::Setup(format!("jwt.signing_key_file: {e}")))?
+        .with_previous_files(&config.jwt.previous_keys)
+        .map_err(|e| BuildError::Setup(format!("jwt.previous_keys: {e}")))?;
         let signer = Arc::new(signer);
         let passwords = Passwords::new(config.password.max_concurrent)
             .map_err(|e| BuildError::Setup(e.to_string()))?;
@@ -134,7 +222,7 @@ impl Gateway {
             store,
             passwords,
             Arc::clone(&signer),
-            Sealer::new(&master_key),
+            Sealer::with_previous(&master_key, &config.cookie.previous_key_bytes()?),
             clock,
             SessionSettings::from_config(&config),
         );
@@ -160,14 +248,18 @@ impl Gateway {
         let origin = Data::new(PublicOrigin(config.origin()));
         let proxy = Data::new(proxy::Proxy::new(&config));
         let cookie_data = Data::new(cookies);
+        let metrics_here = config.metrics.enabled && config.metrics.listen.is_none();
+        let metrics_handle = Data::new(metrics::handle());
+        let shutdown = config.shutdown_timeout.as_secs();
         let server = HttpServer::new(move || {
             let json = web::JsonConfig::default()
                 .limit(MAX_JSON_BODY)
                 .content_type_required(true)
                 .error_handler(|err, _req| ApiError::from(err).into());
-            // middleware order (outermost first): clear-marked cookies, then the session
-            // cookie; within /auth: no-store headers, then the CSRF check.
-            App::new()
+            // middleware order (outermost first): request log, re-sealing of cookies under
+            // previous keys, clear-marked cookies, the session cookie; within /auth:
+            // no-store headers, then the CSRF check.
+            let app = App::new()
                 .app_data(state.clone())
                 .app_data(origin.clone())
                 .app_data(cookie_data.clone())
@@ -178,11 +270,16 @@ impl Gateway {
                     web::PathConfig::default()
                         .error_handler(|err, _req| ApiError::BadRequest(err.to_string()).into()),
                 )
+                .app_data(metrics_handle.clone())
                 .wrap(cookie_data.middleware())
                 .wrap(from_fn(cookies::clear_when_marked))
+                // Before anything reads (and caches) the request's cookies.
+                .wrap(from_fn(cookies::reseal_previous))
+                .wrap(from_fn(log_request))
                 .service(handlers::health::healthz)
                 .service(handlers::health::readyz)
                 .service(handlers::health::jwks)
+                .service(handlers::openapi::openapi_json)
                 .service(
                     web::scope("/auth")
                         .wrap(from_fn(csrf::require))
@@ -194,11 +291,16 @@ impl Gateway {
                         .service(handlers::auth::current)
                         .service(handlers::auth::list)
                         .service(handlers::auth::revoke),
-                )
-                .default_service(web::to(proxy::dispatch))
+                );
+            let app = if metrics_here {
+                app.route("/metrics", web::get().to(metrics_endpoint))
+            } else {
+                app
+            };
+            app.default_service(web::to(proxy::dispatch))
         })
         .listen(listener)?
-        .shutdown_timeout(10)
+        .shutdown_timeout(shutdown)
         .run();
         Ok(server)
     }

@@ -10,7 +10,9 @@ use std::{
     sync::Arc,
 };
 
+use base64::Engine as _;
 use bffgate::{
+    clock::rfc3339,
     config::Config,
     demo::{DEMO_EMAIL, DEMO_PASSWORD},
     store::Store,
@@ -28,6 +30,9 @@ struct Cli {
     /// Configuration file (TOML). Environment variables BFFGATE_<SECTION>__<KEY> override it.
     #[arg(long, global = true, env = "BFFGATE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log format on standard error.
+    #[arg(long, global = true, env = "BFFGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +50,12 @@ enum Command {
     /// Manage users in the configured Redis store.
     #[command(subcommand)]
     User(UserCommand),
+    /// List and revoke sessions in the configured Redis store.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Generate keys for the configuration.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -77,19 +88,59 @@ enum UserCommand {
 }
 
 #[derive(Subcommand)]
+enum SessionsCommand {
+    /// A user's live sessions: id, created, last used, IP, user agent.
+    List { email: String },
+    /// Revoke every session of a user, or one session by id.
+    Revoke {
+        #[arg(
+            long,
+            value_name = "EMAIL",
+            conflicts_with = "session",
+            required_unless_present = "session"
+        )]
+        user: Option<String>,
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new cookie key and a new Ed25519 signing key (PKCS#8 PEM).
+    Generate {
+        /// Write the signing key to this file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        signing_key_out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate the configuration and print it with secrets redacted.
     Check,
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BFFGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 fn read_password(password_stdin: bool) -> Result<String, String> {
@@ -111,9 +162,121 @@ fn load(config: &Option<PathBuf>) -> Result<Config, String> {
 async fn serve(config: Config) -> Result<(), String> {
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let metrics = match config
+        .metrics
+        .listen
+        .as_deref()
+        .filter(|_| config.metrics.enabled)
+    {
+        Some(metrics_addr) => {
+            let l = TcpListener::bind(metrics_addr)
+                .map_err(|e| format!("cannot listen on {metrics_addr} (metrics.listen): {e}"))?;
+            let server = bffgate::metrics_server(l).map_err(|e| e.to_string())?;
+            tracing::info!(addr = %metrics_addr, "metrics listening");
+            Some(server)
+        }
+        None => None,
+    };
+    let deadline = config.shutdown_timeout;
     let server = bffgate::build_server(config, listener).map_err(|e| e.to_string())?;
     tracing::info!(%addr, "bffgate listening");
-    server.await.map_err(|e| e.to_string())
+    let metrics_handle = metrics.map(|m| {
+        let handle = m.handle();
+        actix_web::rt::spawn(m);
+        handle
+    });
+    // actix stops accepting on SIGTERM/SIGINT and lets in-flight requests finish for up to
+    // `shutdown_timeout`; the store pools close when the gateway is dropped.
+    let result = server.await.map_err(|e| e.to_string());
+    if let Some(handle) = metrics_handle {
+        handle.stop(true).await;
+    }
+    tracing::info!(deadline_s = deadline.as_secs(), "bffgate stopped");
+    result
+}
+
+async fn sessions(config: Config, command: SessionsCommand) -> Result<(), String> {
+    let users = Users::new(users_store(&config).await?);
+    match command {
+        SessionsCommand::List { email } => {
+            let list = users.sessions(&email).await.map_err(|e| e.to_string())?;
+            println!(
+                "{:<24} {:<24} {:<24} {:<39} user agent",
+                "id", "created", "last used", "ip"
+            );
+            for f in list {
+                println!(
+                    "{:<24} {:<24} {:<24} {:<39} {}",
+                    f.id,
+                    rfc3339(f.created),
+                    rfc3339(f.last_used),
+                    f.ip,
+                    f.user_agent
+                );
+            }
+        }
+        SessionsCommand::Revoke {
+            user: Some(email), ..
+        } => {
+            let n = users
+                .revoke_sessions(&email)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("revoked {n} session(s) of {email}");
+        }
+        SessionsCommand::Revoke {
+            session: Some(id), ..
+        } => {
+            if users.revoke_session(&id).await.map_err(|e| e.to_string())? {
+                println!("revoked session {id}");
+            } else {
+                return Err(format!("no live session {id}"));
+            }
+        }
+        SessionsCommand::Revoke { .. } => return Err("give --user EMAIL or --session ID".into()),
+    }
+    Ok(())
+}
+
+fn keys(command: KeysCommand) -> Result<(), String> {
+    let KeysCommand::Generate { signing_key_out } = command;
+    let cookie_key = bffgate::tokens::random_cookie_key().map_err(|e| e.to_string())?;
+    let pem = bffgate::tokens::pkcs8_pem(
+        &bffgate::tokens::generate_ed25519_pkcs8().map_err(|e| e.to_string())?,
+    );
+    println!("# Fresh keys. Keep them secret; they are printed once.");
+    println!("[cookie]");
+    println!(
+        "key = \"{}\"",
+        base64::engine::general_purpose::STANDARD.encode(cookie_key)
+    );
+    println!();
+    println!("[jwt]");
+    match signing_key_out {
+        Some(path) => {
+            write_private(&path, pem.as_bytes())?;
+            println!("signing_key_file = {:?}", path.display().to_string());
+        }
+        None => {
+            println!("# save the key below to a file readable only by the gateway and set:");
+            println!("# signing_key_file = \"keys/ed25519.pem\"");
+            print!("{pem}");
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` readable and writable by its owner only; refuses to overwrite.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 async fn demo(mut config: Config, listen: String) -> Result<(), String> {
@@ -207,13 +370,17 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    let result = match load(&cli.config) {
-        Err(e) => Err(e),
-        Ok(config) => match cli.command {
+    init_logging(cli.log_format);
+    let result = match (cli.command, load(&cli.config)) {
+        // Generating keys needs no (valid) configuration.
+        (Command::Keys(command), _) => keys(command),
+        (_, Err(e)) => Err(e),
+        (command, Ok(config)) => match command {
+            Command::Keys(command) => keys(command),
             Command::Serve => serve(config).await,
             Command::Demo { listen } => demo(config, listen).await,
             Command::User(command) => user(config, command).await,
+            Command::Sessions(command) => sessions(config, command).await,
             Command::Config(ConfigCommand::Check) => redacted_json(&config).map(|text| {
                 println!("{text}");
                 eprintln!("configuration is valid");

@@ -72,11 +72,13 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
+        let queued = std::time::Instant::now();
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| PasswordError::Cancelled)?;
+        crate::metrics::argon2_wait(queued.elapsed());
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|_| PasswordError::Cancelled)

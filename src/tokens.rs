@@ -137,6 +137,8 @@ pub struct Signer {
     encoding: EncodingKey,
     kid: String,
     public_x: String,
+    /// JWKs of earlier keys: published, never used to sign.
+    previous: Vec<serde_json::Value>,
 }
 
 impl fmt::Debug for Signer {
@@ -185,7 +187,19 @@ impl Signer {
             encoding: EncodingKey::from_ed_der(v2.as_ref()),
             kid,
             public_x,
+            previous: Vec::new(),
         })
+    }
+
+    /// Publishes the public halves of earlier signing keys (PEM files) beside this one.
+    pub fn with_previous_files(mut self, paths: &[std::path::PathBuf]) -> Result<Self, TokenError> {
+        for path in paths {
+            let old = Self::from_pem_file(path)?;
+            if old.kid != self.kid && !self.previous.iter().any(|k| k["kid"] == old.kid.as_str()) {
+                self.previous.push(old.jwk());
+            }
+        }
+        Ok(self)
     }
 
     pub fn kid(&self) -> &str {
@@ -211,9 +225,11 @@ impl Signer {
         })
     }
 
-    /// The JWKS document served at `/.well-known/jwks.json`.
+    /// The JWKS document served at `/.well-known/jwks.json`: this key, then earlier ones.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": [self.jwk()] })
+        let mut keys = vec![self.jwk()];
+        keys.extend(self.previous.iter().cloned());
+        serde_json::json!({ "keys": keys })
     }
 }
 
@@ -233,6 +249,8 @@ pub fn pkcs8_pem(der: &[u8]) -> String {
 /// under a key derived from the cookie key, bound to the family id.
 pub struct Sealer {
     key: LessSafeKey,
+    /// Keys derived from earlier cookie keys: they still open what they sealed.
+    previous: Vec<LessSafeKey>,
 }
 
 impl fmt::Debug for Sealer {
@@ -244,14 +262,25 @@ impl fmt::Debug for Sealer {
 impl Sealer {
     /// Derives the sealing key from the 64-byte cookie master key.
     pub fn new(master: &[u8]) -> Self {
+        Self::with_previous(master, &[])
+    }
+
+    /// Like [`Sealer::new`]; successors sealed under `previous` cookie keys still open.
+    pub fn with_previous(master: &[u8], previous: &[Vec<u8>]) -> Self {
+        Self {
+            key: Self::derive(master),
+            previous: previous.iter().map(|k| Self::derive(k)).collect(),
+        }
+    }
+
+    fn derive(master: &[u8]) -> LessSafeKey {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(b"bffgate successor seal v1\0");
         ctx.update(master);
         let derived = ctx.finish();
-        let key = UnboundKey::new(&AES_256_GCM, derived.as_ref())
+        UnboundKey::new(&AES_256_GCM, derived.as_ref())
             .map(LessSafeKey::new)
-            .expect("a SHA-256 digest is a valid AES-256 key");
-        Self { key }
+            .expect("a SHA-256 digest is a valid AES-256 key")
     }
 
     pub fn seal(&self, family_id: &str, token: &RefreshToken) -> Result<String, TokenError> {
@@ -275,13 +304,20 @@ impl Sealer {
             return Err(TokenError::Malformed);
         }
         let (nonce, body) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| TokenError::Malformed)?;
-        let mut body = body.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(family_id.as_bytes()), &mut body)
-            .map_err(|_| TokenError::Malformed)?;
-        let text = std::str::from_utf8(plain).map_err(|_| TokenError::Malformed)?;
+        let plain = std::iter::once(&self.key)
+            .chain(&self.previous)
+            .find_map(|key| {
+                let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+                let mut body = body.to_vec();
+                let len = key
+                    .open_in_place(nonce, Aad::from(family_id.as_bytes()), &mut body)
+                    .ok()?
+                    .len();
+                body.truncate(len);
+                Some(body)
+            })
+            .ok_or(TokenError::Malformed)?;
+        let text = std::str::from_utf8(&plain).map_err(|_| TokenError::Malformed)?;
         let token = RefreshToken::parse(text)?;
         if token.family_id != family_id {
             return Err(TokenError::Malformed);

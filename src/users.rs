@@ -7,7 +7,7 @@ use crate::{
     clock::{Clock, SystemClock},
     password::{hash_blocking, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS},
     session::normalize_email,
-    store::{revoke_user_families, RevokeReason, Store, StoreError, UserRecord},
+    store::{revoke_user_families, FamilyInfo, RevokeReason, Store, StoreError, UserRecord},
     tokens::new_id,
 };
 
@@ -129,6 +129,41 @@ impl Users {
 
     pub async fn list(&self) -> Result<Vec<UserRecord>, UserError> {
         Ok(self.store.list_users().await?)
+    }
+
+    /// The user's live sessions, most recently used first.
+    pub async fn sessions(&self, email: &str) -> Result<Vec<FamilyInfo>, UserError> {
+        let user = self.find(email).await?;
+        Ok(self
+            .store
+            .user_families(&user.id, self.clock.now_ms())
+            .await?)
+    }
+
+    /// Revokes every session of a user (reason `admin`); returns how many were live.
+    pub async fn revoke_sessions(&self, email: &str) -> Result<usize, UserError> {
+        let user = self.find(email).await?;
+        let n = revoke_user_families(
+            self.store.as_ref(),
+            &user.id,
+            RevokeReason::Admin,
+            self.clock.now_ms(),
+        )
+        .await?;
+        tracing::warn!(event = "session_revoked", reason = "admin", user = %user.id, sessions = n, "sessions revoked by an administrator");
+        Ok(n)
+    }
+
+    /// Revokes one session by id (reason `admin`); `false` if it was not live.
+    pub async fn revoke_session(&self, id: &str) -> Result<bool, UserError> {
+        let revoked = self
+            .store
+            .revoke_family(id, RevokeReason::Admin, self.clock.now_ms())
+            .await?;
+        if revoked {
+            tracing::warn!(event = "session_revoked", reason = "admin", family = %id, "session revoked by an administrator");
+        }
+        Ok(revoked)
     }
 }
 

@@ -280,3 +280,143 @@ async fn demo_serves_a_seeded_user() {
         .unwrap();
     assert_eq!(me["email"], "demo@example.com");
 }
+
+#[actix_web::test]
+async fn sessions_are_listed_and_revoked_by_the_admin_cli() {
+    let redis = TestRedis::new();
+    let config = with_redis(test_config(), &redis.url, &redis.prefix);
+    let gw = TestGateway::start(config, "gina@example.com").await;
+    let ua = |name: &str| {
+        raw_client()
+            .post(gw.url("/auth/login"))
+            .header("x-csrf", "1")
+            .header("user-agent", name.to_owned())
+            .json(&serde_json::json!({ "email": "gina@example.com", "password": PASSWORD }))
+    };
+    let mut cookies = Vec::new();
+    for name in ["laptop-browser/1", "phone-browser/2", "tablet-browser/3"] {
+        let res = ua(name).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        cookies.push(set_cookie(&res).unwrap().value().to_owned());
+    }
+
+    let list = bffgate(
+        Some(&redis),
+        &["sessions", "list", "Gina@Example.com"],
+        None,
+    );
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let table = text(&list.stdout);
+    let header = table.lines().next().unwrap();
+    for column in ["id", "created", "last used", "ip", "user agent"] {
+        assert!(header.contains(column), "{header}");
+    }
+    for (cookie, name) in cookies.iter().zip(["laptop-browser/1", "phone-browser/2"]) {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&family_of(cookie)))
+            .unwrap_or_else(|| panic!("no row for a session: {table}"));
+        assert!(row.contains("127.0.0.1") && row.contains(name), "{row}");
+    }
+
+    // One session by id: only that cookie stops working.
+    let one = bffgate(
+        Some(&redis),
+        &["sessions", "revoke", "--session", &family_of(&cookies[0])],
+        None,
+    );
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    let status = |cookie: &str| {
+        let cookie = cookie.to_owned();
+        let gw = &gw;
+        async move {
+            send_with_cookie(gw, reqwest::Method::GET, "/auth/session", &cookie)
+                .await
+                .status()
+        }
+    };
+    assert_eq!(status(&cookies[0]).await, 401);
+    assert_eq!(status(&cookies[1]).await, 200);
+    let again = bffgate(
+        Some(&redis),
+        &["sessions", "revoke", "--session", &family_of(&cookies[0])],
+        None,
+    );
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("no live session"));
+
+    // Every session of the user.
+    let all = bffgate(
+        Some(&redis),
+        &["sessions", "revoke", "--user", "gina@example.com"],
+        None,
+    );
+    assert!(all.status.success(), "{}", text(&all.stderr));
+    assert!(
+        text(&all.stdout).contains("revoked 2 session(s)"),
+        "{}",
+        text(&all.stdout)
+    );
+    assert_eq!(status(&cookies[1]).await, 401);
+    assert_eq!(status(&cookies[2]).await, 401);
+
+    let neither = bffgate(Some(&redis), &["sessions", "revoke"], None);
+    assert!(!neither.status.success());
+}
+
+#[test]
+fn keys_generate_prints_keys_the_configuration_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("signing.pem");
+    let out = bffgate(
+        None,
+        &[
+            "keys",
+            "generate",
+            "--signing-key-out",
+            pem.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&pem).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the signing key is private");
+    }
+    // What it printed is configuration: paste it into a file and check it.
+    let config = dir.path().join("bffgate.toml");
+    std::fs::write(&config, &printed).unwrap();
+    let check = bffgate(
+        None,
+        &["config", "check", "--config", config.to_str().unwrap()],
+        None,
+    );
+    assert!(check.status.success(), "{}\n{printed}", text(&check.stderr));
+    let cookie_key = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("key = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    assert!(
+        !text(&check.stdout).contains(cookie_key),
+        "config check redacts the key"
+    );
+    // Two runs give different keys; a second run refuses to overwrite the key file.
+    let other = bffgate(None, &["keys", "generate"], None);
+    assert!(other.status.success());
+    assert!(!text(&other.stdout).contains(cookie_key));
+    assert!(text(&other.stdout).contains("BEGIN PRIVATE KEY"));
+    let clobber = bffgate(
+        None,
+        &[
+            "keys",
+            "generate",
+            "--signing-key-out",
+            pem.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!clobber.status.success());
+}

@@ -9,7 +9,7 @@ use bffgate::{
     clock::{Clock as _, Millis, SystemClock},
     store::{
         memory::MemoryStore, revoke_user_families, FamilyState, NewFamily, RevokeReason,
-        RotateOutcome, RotateRequest, Store, StoreError, UserRecord,
+        RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
     },
     tokens::new_id,
 };
@@ -361,6 +361,70 @@ async fn zero_grace_window_treats_every_replay_as_reuse(store: Arc<dyn Store>) {
     ));
 }
 
+const POLICY: ThrottlePolicy = ThrottlePolicy {
+    free: 2,
+    base_ms: 1_000,
+    max_ms: 8_000,
+    window_ms: MIN,
+};
+
+async fn throttle_locks_after_free_failures_and_doubles(store: Arc<dyn Store>) {
+    let t0 = SystemClock.now_ms();
+    let key = format!("pair:{}", new_id().unwrap());
+    let keys = [key.clone(), format!("ip:{}", new_id().unwrap())];
+    assert_eq!(store.throttle_fail(&key, &POLICY, t0).await.unwrap(), None);
+    assert_eq!(store.throttle_fail(&key, &POLICY, t0).await.unwrap(), None);
+    assert_eq!(store.throttle_locked(&keys, t0).await.unwrap(), None);
+    // Third failure: locked for 1 s, then 2 s, 4 s, 8 s, and no more than max.
+    let mut now = t0;
+    for delay in [1_000, 2_000, 4_000, 8_000, 8_000] {
+        let until = store.throttle_fail(&key, &POLICY, now).await.unwrap();
+        assert_eq!(until, Some(now + delay));
+        assert_eq!(store.throttle_locked(&keys, now).await.unwrap(), until);
+        assert_eq!(
+            store.throttle_locked(&keys, now + delay - 1).await.unwrap(),
+            until
+        );
+        assert_eq!(
+            store.throttle_locked(&keys, now + delay).await.unwrap(),
+            None
+        );
+        now += delay;
+    }
+}
+
+async fn throttle_forgets_after_the_window_and_on_reset(store: Arc<dyn Store>) {
+    let t0 = SystemClock.now_ms();
+    let key = format!("pair:{}", new_id().unwrap());
+    for _ in 0..3 {
+        store.throttle_fail(&key, &POLICY, t0).await.unwrap();
+    }
+    // A quiet window after the lock, failures start from zero again.
+    let later = t0 + 1_000 + MIN;
+    assert_eq!(
+        store.throttle_fail(&key, &POLICY, later).await.unwrap(),
+        None
+    );
+    store.throttle_fail(&key, &POLICY, later).await.unwrap();
+    assert!(store
+        .throttle_fail(&key, &POLICY, later)
+        .await
+        .unwrap()
+        .is_some());
+    store.throttle_reset(&key).await.unwrap();
+    assert_eq!(
+        store
+            .throttle_locked(std::slice::from_ref(&key), later)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.throttle_fail(&key, &POLICY, later).await.unwrap(),
+        None
+    );
+}
+
 macro_rules! acceptance_suite {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -398,6 +462,8 @@ acceptance_suite!(
     revocation_keeps_a_tombstone_and_first_reason,
     user_families_lists_only_live_ones,
     zero_grace_window_treats_every_replay_as_reuse,
+    throttle_locks_after_free_failures_and_doubles,
+    throttle_forgets_after_the_window_and_on_reset,
 );
 
 #[tokio::test]

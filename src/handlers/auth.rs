@@ -14,15 +14,18 @@ use serde::{Deserialize, Serialize};
 use crate::{
     clock::rfc3339,
     cookies::{self, ClearSessionCookie},
-    errors::ApiError,
-    session::{Authenticated, ClientInfo, CookieTokens, InvalidReason, Refresh, SessionView},
+    errors::{ApiError, Problem},
+    session::{
+        Authenticated, ClientInfo, CookieTokens, InvalidReason, Refresh, SessionView, UserView,
+    },
     AppState,
 };
 
 /// Longest user agent kept with a session.
 const MAX_USER_AGENT: usize = 256;
 
-#[derive(Deserialize)]
+/// `POST /auth/login` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     email: String,
@@ -38,8 +41,9 @@ impl std::fmt::Debug for LoginRequest {
     }
 }
 
-#[derive(Serialize)]
-struct SessionJson {
+/// The session's id and deadlines (RFC 3339).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionJson {
     id: String,
     access_expires_at: String,
     idle_expires_at: String,
@@ -57,8 +61,9 @@ impl From<&SessionView> for SessionJson {
     }
 }
 
-#[derive(Serialize)]
-struct SessionListItem {
+/// One of the user's live sessions.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionListItem {
     id: String,
     created_at: String,
     last_used_at: String,
@@ -67,7 +72,21 @@ struct SessionListItem {
     current: bool,
 }
 
-fn client_info(req: &HttpRequest) -> ClientInfo {
+/// Who is signed in, and their session.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SignedIn {
+    user: UserView,
+    session: SessionJson,
+}
+
+/// `POST /auth/refresh` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Refreshed {
+    session: SessionJson,
+}
+
+/// Who sent the request: its address and (shortened) user agent.
+pub fn client_info(req: &HttpRequest) -> ClientInfo {
     let user_agent = req
         .headers()
         .get("user-agent")
@@ -100,6 +119,21 @@ fn cleared(mut response: HttpResponse) -> HttpResponse {
     response
 }
 
+/// Checks email and password and opens a session: the answer sets the session cookie.
+#[utoipa::path(
+    post, path = "/auth/login", tag = "auth",
+    params(("X-CSRF" = String, Header, description = "Must be `1`.")),
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; `Set-Cookie` carries the sealed session.", body = SignedIn),
+        (status = 400, description = "Malformed JSON or missing fields.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong email or password (one answer for both).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF check failed.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[post("/login")]
 pub async fn login(
     state: Data<AppState>,
@@ -119,26 +153,58 @@ pub async fn login(
         .login(&email, password, client_info(&req), previous)
         .await?;
     keep(&session, &auth)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "user": auth.user,
-        "session": SessionJson::from(&auth.session),
-    })))
+    Ok(HttpResponse::Ok().json(SignedIn {
+        session: SessionJson::from(&auth.session),
+        user: auth.user,
+    }))
 }
 
+/// Rotates the refresh token now (it also happens transparently when due).
+#[utoipa::path(
+    post, path = "/auth/refresh", tag = "auth",
+    params(("X-CSRF" = String, Header, description = "Must be `1`.")),
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Rotated; `Set-Cookie` carries the new session.", body = Refreshed),
+        (status = 401, description = "No live session; the cookie is cleared.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF check failed.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable; the cookie is kept.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[post("/refresh")]
-pub async fn refresh(state: Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
+pub async fn refresh(
+    state: Data<AppState>,
+    req: HttpRequest,
+    session: Session,
+) -> Result<HttpResponse, ApiError> {
     let auth = state
         .sessions
-        .authenticate(&tokens(&session)?, Refresh::Force)
+        .authenticate(&tokens(&session)?, Refresh::Force, &client_info(&req))
         .await?;
     keep(&session, &auth)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "session": SessionJson::from(&auth.session) })))
+    Ok(HttpResponse::Ok().json(Refreshed {
+        session: SessionJson::from(&auth.session),
+    }))
 }
 
+/// Revokes this session and clears the cookie (also without a session).
+#[utoipa::path(
+    post, path = "/auth/logout", tag = "auth",
+    params(("X-CSRF" = String, Header, description = "Must be `1`.")),
+    responses(
+        (status = 204, description = "Signed out; `Clear-Site-Data: \"cookies\"`."),
+        (status = 403, description = "CSRF check failed.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable; the cookie is kept.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[post("/logout")]
-pub async fn logout(state: Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
+pub async fn logout(
+    state: Data<AppState>,
+    req: HttpRequest,
+    session: Session,
+) -> Result<HttpResponse, ApiError> {
     if let Some(tokens) = cookies::read(&session) {
-        state.sessions.logout(&tokens).await?;
+        state.sessions.logout(&tokens, &client_info(&req)).await?;
     }
     Ok(cleared(
         HttpResponse::NoContent()
@@ -147,13 +213,30 @@ pub async fn logout(state: Data<AppState>, session: Session) -> Result<HttpRespo
     ))
 }
 
+/// Revokes every session of the signed-in user.
+#[utoipa::path(
+    post, path = "/auth/logout-all", tag = "auth",
+    params(("X-CSRF" = String, Header, description = "Must be `1`.")),
+    security(("session_cookie" = [])),
+    responses(
+        (status = 204, description = "Every session revoked; the cookie is cleared."),
+        (status = 401, description = "No live session.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF check failed.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[post("/logout-all")]
-pub async fn logout_all(state: Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
+pub async fn logout_all(
+    state: Data<AppState>,
+    req: HttpRequest,
+    session: Session,
+) -> Result<HttpResponse, ApiError> {
+    let client = client_info(&req);
     let auth = state
         .sessions
-        .authenticate(&tokens(&session)?, Refresh::IfDue)
+        .authenticate(&tokens(&session)?, Refresh::IfDue, &client)
         .await?;
-    state.sessions.logout_all(&auth).await?;
+    state.sessions.logout_all(&auth, &client).await?;
     Ok(cleared(
         HttpResponse::NoContent()
             .insert_header(("Clear-Site-Data", "\"cookies\""))
@@ -161,24 +244,56 @@ pub async fn logout_all(state: Data<AppState>, session: Session) -> Result<HttpR
     ))
 }
 
+/// Who is signed in and when the session ends; rotates the tokens when due.
+#[utoipa::path(
+    get, path = "/auth/session", tag = "auth",
+    params(("X-CSRF" = String, Header, description = "Must be `1`.")),
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Signed in.", body = SignedIn),
+        (status = 401, description = "No live session; the cookie is cleared.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF check failed.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable; the cookie is kept.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[get("/session")]
-pub async fn current(state: Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
+pub async fn current(
+    state: Data<AppState>,
+    req: HttpRequest,
+    session: Session,
+) -> Result<HttpResponse, ApiError> {
     let auth = state
         .sessions
-        .authenticate(&tokens(&session)?, Refresh::IfDue)
+        .authenticate(&tokens(&session)?, Refresh::IfDue, &client_info(&req))
         .await?;
     keep(&session, &auth)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "user": auth.user,
-        "session": SessionJson::from(&auth.session),
-    })))
+    Ok(HttpResponse::Ok().json(SignedIn {
+        session: SessionJson::from(&auth.session),
+        user: auth.user,
+    }))
 }
 
+/// The signed-in user's live sessions.
+#[utoipa::path(
+    get, path = "/auth/sessions", tag = "auth",
+    params(("X-CSRF" = String, Header, description = "Must be `1`.")),
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Live sessions, most recently used first.", body = [SessionListItem]),
+        (status = 401, description = "No live session.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF check failed.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[get("/sessions")]
-pub async fn list(state: Data<AppState>, session: Session) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: Data<AppState>,
+    req: HttpRequest,
+    session: Session,
+) -> Result<HttpResponse, ApiError> {
     let auth = state
         .sessions
-        .authenticate(&tokens(&session)?, Refresh::IfDue)
+        .authenticate(&tokens(&session)?, Refresh::IfDue, &client_info(&req))
         .await?;
     keep(&session, &auth)?;
     let items: Vec<SessionListItem> = state
@@ -198,17 +313,35 @@ pub async fn list(state: Data<AppState>, session: Session) -> Result<HttpRespons
     Ok(HttpResponse::Ok().json(items))
 }
 
+/// Revokes one of the signed-in user's sessions.
+#[utoipa::path(
+    delete, path = "/auth/sessions/{id}", tag = "auth",
+    params(
+        ("id" = String, Path, description = "A session id from `GET /auth/sessions`."),
+        ("X-CSRF" = String, Header, description = "Must be `1`."),
+    ),
+    security(("session_cookie" = [])),
+    responses(
+        (status = 204, description = "Revoked; the cookie is cleared if it was this session."),
+        (status = 401, description = "No live session.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF check failed.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not one of this user's live sessions.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[delete("/sessions/{id}")]
 pub async fn revoke(
     state: Data<AppState>,
+    req: HttpRequest,
     session: Session,
     id: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let client = client_info(&req);
     let auth = state
         .sessions
-        .authenticate(&tokens(&session)?, Refresh::IfDue)
+        .authenticate(&tokens(&session)?, Refresh::IfDue, &client)
         .await?;
-    state.sessions.revoke(&auth, &id).await?;
+    state.sessions.revoke(&auth, &id, &client).await?;
     if *id == auth.session.id {
         return Ok(cleared(HttpResponse::NoContent().finish()));
     }

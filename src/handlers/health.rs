@@ -5,12 +5,19 @@ use actix_web::{get, web::Data, HttpResponse};
 use crate::{errors::ApiError, AppState};
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up.", body = Object, example = json!({"status": "ok"}))))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 /// The store answers; 503 otherwise, so a load balancer stops sending traffic.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The store answers.", body = Object, example = json!({"status": "ready"})),
+        (status = 503, description = "The store is unreachable.", body = crate::errors::Problem, content_type = "application/problem+json"),
+    ))]
 #[get("/readyz")]
 pub async fn readyz(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
     state
@@ -23,6 +30,8 @@ pub async fn readyz(state: Data<AppState>) -> Result<HttpResponse, ApiError> {
 }
 
 /// Public keys for upstream APIs to verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+    responses((status = 200, description = "A JWK Set (RFC 7517): the signing key, then earlier ones.", body = Object)))]
 #[get("/.well-known/jwks.json")]
 pub async fn jwks(state: Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()

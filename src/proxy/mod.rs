@@ -13,14 +13,17 @@ pub mod headers;
 pub mod path;
 pub mod ws;
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use actix_session::Session;
 use actix_web::{
     body::SizedStream,
     http::{header, Method, StatusCode},
     web::{self, Data},
-    HttpRequest, HttpResponse,
+    HttpMessage as _, HttpRequest, HttpResponse,
 };
 use awc::error::{ConnectError, SendRequestError};
 
@@ -29,9 +32,10 @@ use crate::{
     cookies::{self, ClearSessionCookie},
     csrf,
     errors::ApiError,
-    session::{Authenticated, CookieTokens, InvalidReason, Refresh, SessionError},
-    tokens::new_id,
-    AppState,
+    handlers::auth::client_info,
+    metrics,
+    session::{Authenticated, ClientInfo, CookieTokens, InvalidReason, Refresh, SessionError},
+    AppState, RequestId, RouteLabel,
 };
 
 /// One configured route, ready to match.
@@ -133,6 +137,7 @@ async fn authenticate(
     mode: AuthMode,
     session: &Session,
     state: &AppState,
+    client: &ClientInfo,
 ) -> Result<Authentication, ApiError> {
     let anonymous = |clear_cookie| Authentication {
         identity: None,
@@ -149,7 +154,11 @@ async fn authenticate(
             _ => Ok(anonymous(true)),
         };
     };
-    match state.sessions.authenticate(&tokens, Refresh::IfDue).await {
+    match state
+        .sessions
+        .authenticate(&tokens, Refresh::IfDue, client)
+        .await
+    {
         Ok(auth) => {
             let tokens = keep_renewed(session, &auth, tokens)?;
             Ok(Authentication {
@@ -198,7 +207,33 @@ pub async fn dispatch(
     let Some(route) = proxy.find(&path) else {
         return serve_static(&req, &proxy, &path).await;
     };
-    let upgrade = is_websocket_upgrade(&req);
+    req.extensions_mut()
+        .insert(RouteLabel(route.config.prefix.clone()));
+    let result = proxy_route(
+        &req, &path, payload, &session, &state, &proxy, &client, route,
+    )
+    .await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(e) => actix_web::ResponseError::status_code(e),
+    };
+    metrics::proxied(&route.config.prefix, status.as_u16());
+    result
+}
+
+/// Phases 2–7 for a request that `route` claims.
+#[allow(clippy::too_many_arguments)]
+async fn proxy_route(
+    req: &HttpRequest,
+    path: &str,
+    payload: web::Payload,
+    session: &Session,
+    state: &AppState,
+    proxy: &Proxy,
+    client: &awc::Client,
+    route: &Route,
+) -> Result<HttpResponse, ApiError> {
+    let upgrade = is_websocket_upgrade(req);
     if route.config.auth != AuthMode::None {
         let judged = if upgrade {
             csrf::check_upgrade(req.headers(), &proxy.origin)
@@ -209,10 +244,8 @@ pub async fn dispatch(
         };
         judged.map_err(|rejection| ApiError::Forbidden(rejection.message()))?;
     }
-    let authentication = authenticate(route.config.auth, &session, &state).await?;
-    let request_id = headers::valid_request_id(req.headers())
-        .or_else(|| new_id().ok())
-        .unwrap_or_default();
+    let authentication = authenticate(route.config.auth, session, state, &client_info(req)).await?;
+    let request_id = RequestId::of(req);
     let peer_ip = req
         .peer_addr()
         .map(|a| a.ip().to_string())
@@ -233,16 +266,16 @@ pub async fn dispatch(
             &client_side,
         )
     };
-    let url = route.url(&path, req.query_string());
+    let url = route.url(path, req.query_string());
     let bearer = authentication
         .identity
         .as_ref()
         .map(|i| i.tokens.access.as_str());
     let mut response = if upgrade {
         ws::bridge(
-            &req,
+            req,
             payload,
-            &client,
+            client,
             &url,
             upstream_headers(bearer),
             route.config.timeout,
@@ -250,10 +283,10 @@ pub async fn dispatch(
         .await?
     } else {
         let call = Call {
-            req: &req,
-            state: &state,
-            session: &session,
-            client: &client,
+            req,
+            state,
+            session,
+            client,
             route,
             url: &url,
             cookie_name: &proxy.cookie_name,
@@ -263,11 +296,6 @@ pub async fn dispatch(
     };
     if authentication.clear_cookie {
         response.extensions_mut().insert(ClearSessionCookie);
-    }
-    if let Ok(value) = header::HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(header::HeaderName::from_static("x-request-id"), value);
     }
     Ok(response)
 }
@@ -331,6 +359,7 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    let started = Instant::now();
     let sent = match (bodiless, length, chunked) {
         (false, Some(len), false) if len > 0 => {
             request(bearer.as_deref())
@@ -341,6 +370,7 @@ async fn forward(
         _ => request(bearer.as_deref()).send().await,
     };
     let mut upstream = sent.map_err(|e| upstream_error(&route.config.prefix, e))?;
+    metrics::upstream_latency(&route.config.prefix, started.elapsed());
 
     // Phase 5: the upstream refused a token we did not just mint: refresh once, retry once.
     if let Some(identity) = identity.filter(|i| {
@@ -348,7 +378,7 @@ async fn forward(
     }) {
         let auth = state
             .sessions
-            .authenticate(&identity.tokens, Refresh::Force)
+            .authenticate(&identity.tokens, Refresh::Force, &client_info(req))
             .await?;
         let tokens = keep_renewed(session, &auth, identity.tokens)?;
         tracing::info!(route = %route.config.prefix, "upstream answered 401; refreshed and retried once");

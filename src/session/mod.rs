@@ -11,10 +11,11 @@ use std::{fmt, sync::Arc};
 use crate::{
     clock::{duration_ms, Clock, Millis},
     config::Config,
+    metrics,
     password::{Passwords, MAX_PASSWORD_BYTES},
     store::{
         revoke_user_families, FamilyInfo, FamilyState, NewFamily, RevokeReason, RotateOutcome,
-        RotateRequest, Store, StoreError, UserRecord,
+        RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
     },
     tokens::{new_id, peek_claims, unix_seconds, AccessClaims, RefreshToken, Sealer, Signer},
 };
@@ -50,6 +51,9 @@ pub enum SessionError {
     /// Wrong email or password (one answer for both).
     #[error("invalid email or password")]
     BadCredentials,
+    /// Too many failed logins: try again after this many milliseconds.
+    #[error("too many failed logins")]
+    Throttled { retry_after_ms: Millis },
     /// The session is over: 401 and clear the cookie.
     #[error("session invalid: {0:?}")]
     Invalid(InvalidReason),
@@ -80,7 +84,7 @@ impl From<crate::tokens::TokenError> for SessionError {
 }
 
 /// Who is signed in.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub email: String,
@@ -123,6 +127,48 @@ pub struct SessionSettings {
     pub grace: Millis,
     pub issuer: String,
     pub audience: String,
+    /// Login throttling; `None` when disabled.
+    pub throttle: Option<ThrottleSettings>,
+}
+
+/// Login throttling: one policy per email and address pair, one per address.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleSettings {
+    pub pair: ThrottlePolicy,
+    pub ip: ThrottlePolicy,
+}
+
+impl ThrottleSettings {
+    pub fn from_config(t: &crate::config::ThrottleConfig) -> Option<Self> {
+        let policy = |free| ThrottlePolicy {
+            free,
+            base_ms: duration_ms(t.base_delay),
+            max_ms: duration_ms(t.max_delay),
+            window_ms: duration_ms(t.window),
+        };
+        t.enabled.then(|| Self {
+            pair: policy(t.free_attempts),
+            ip: policy(t.ip_free_attempts),
+        })
+    }
+}
+
+/// Throttle keys: hashes, so the store never holds an email or an address.
+fn throttle_keys(email: &str, ip: &str) -> (String, String) {
+    use base64::Engine as _;
+    let hash = |kind: &str, parts: &[&str]| {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for part in parts {
+            ctx.update(part.as_bytes());
+            ctx.update(b"\0");
+        }
+        let digest = ctx.finish();
+        format!(
+            "{kind}:{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+        )
+    };
+    (hash("pair", &[email, ip]), hash("ip", &[ip]))
 }
 
 impl SessionSettings {
@@ -136,6 +182,7 @@ impl SessionSettings {
             grace: duration_ms(s.reuse_grace),
             issuer: config.jwt.issuer.clone(),
             audience: config.jwt.audience.clone(),
+            throttle: ThrottleSettings::from_config(&config.throttle),
         }
     }
 }
@@ -225,7 +272,26 @@ impl Sessions {
     ) -> Result<Authenticated, SessionError> {
         let email = normalize_email(email);
         if password.len() > MAX_PASSWORD_BYTES || email.len() > 320 {
+            metrics::login(metrics::Login::BadCredentials);
             return Err(SessionError::BadCredentials);
+        }
+        let now = self.now();
+        let (pair_key, ip_key) = throttle_keys(&email, &client.ip);
+        if self.settings.throttle.is_some() {
+            let keys = [pair_key.clone(), ip_key.clone()];
+            if let Some(until) = self.store.throttle_locked(&keys, now).await? {
+                metrics::login(metrics::Login::Throttled);
+                tracing::warn!(
+                    event = "login_throttled",
+                    ip = %client.ip,
+                    user_agent = %client.user_agent,
+                    retry_after_ms = until - now,
+                    "login refused: too many failures"
+                );
+                return Err(SessionError::Throttled {
+                    retry_after_ms: until - now,
+                });
+            }
         }
         let user = self.store.user_by_email(&email).await?;
         let ok = self
@@ -241,22 +307,38 @@ impl Sessions {
                     Some(u) if u.disabled && ok => "disabled",
                     Some(_) => "bad_password",
                 };
+                metrics::login(if why == "disabled" {
+                    metrics::Login::Disabled
+                } else {
+                    metrics::Login::BadCredentials
+                });
                 tracing::warn!(
                     event = "login_failed",
                     reason = why,
                     user = user.as_ref().map(|u| u.id.as_str()).unwrap_or("-"),
                     ip = %client.ip,
+                    user_agent = %client.user_agent,
                     "login failed"
                 );
+                if let Some(t) = &self.settings.throttle {
+                    self.store.throttle_fail(&pair_key, &t.pair, now).await?;
+                    self.store.throttle_fail(&ip_key, &t.ip, now).await?;
+                }
                 return Err(SessionError::BadCredentials);
             }
         };
-        let now = self.now();
+        if self.settings.throttle.is_some() {
+            self.store.throttle_reset(&pair_key).await?;
+        }
         if let Some(previous) = previous {
             if let Ok(old) = RefreshToken::parse(&previous.refresh) {
-                self.store
+                if self
+                    .store
                     .revoke_family(&old.family_id, RevokeReason::Replaced, now)
-                    .await?;
+                    .await?
+                {
+                    metrics::families_revoked(RevokeReason::Replaced, 1);
+                }
             }
         }
         let family_id = new_id()?;
@@ -270,13 +352,14 @@ impl Sessions {
                 now,
                 idle_ms: self.settings.idle,
                 abs_exp,
-                user_agent: client.user_agent,
-                ip: client.ip,
+                user_agent: client.user_agent.clone(),
+                ip: client.ip.clone(),
             })
             .await?;
         let view = user_view(&user);
         let access = self.mint(&view, &family_id, now)?;
-        tracing::info!(event = "login", user = %user.id, family = %family_id, "session opened");
+        metrics::login(metrics::Login::Ok);
+        tracing::info!(event = "login", user = %user.id, family = %family_id, ip = %client.ip, "session opened");
         Ok(Authenticated {
             user: view,
             session: SessionView {
@@ -298,6 +381,7 @@ impl Sessions {
         &self,
         tokens: &CookieTokens,
         refresh: Refresh,
+        client: &ClientInfo,
     ) -> Result<Authenticated, SessionError> {
         let invalid = |_| SessionError::Invalid(InvalidReason::Malformed);
         let presented = RefreshToken::parse(&tokens.refresh).map_err(invalid)?;
@@ -312,7 +396,9 @@ impl Sessions {
             let key = format!("{}:{}", presented.family_id, presented.secret_hash());
             return self
                 .flights
-                .run(&key, || self.rotate(presented.clone(), claims.sub.clone()))
+                .run(&key, || {
+                    self.rotate(presented.clone(), claims.sub.clone(), client.clone())
+                })
                 .await;
         }
         match self.store.family(&presented.family_id, now).await? {
@@ -341,16 +427,22 @@ impl Sessions {
         &self,
         presented: RefreshToken,
         user_id: String,
+        client: ClientInfo,
     ) -> Result<Authenticated, SessionError> {
         let now = self.now();
         let fid = presented.family_id.clone();
         let user = match self.store.user(&user_id).await? {
             Some(user) if !user.disabled => user,
             _ => {
-                self.store
+                if self
+                    .store
                     .revoke_family(&fid, RevokeReason::UserDisabled, now)
-                    .await?;
-                tracing::warn!(event = "session_revoked", reason = "user_disabled", family = %fid, user = %user_id, "session of a disabled user ended");
+                    .await?
+                {
+                    metrics::families_revoked(RevokeReason::UserDisabled, 1);
+                }
+                metrics::refresh(metrics::Refresh::Revoked);
+                tracing::warn!(event = "session_revoked", reason = "user_disabled", family = %fid, user = %user_id, ip = %client.ip, user_agent = %client.user_agent, "session of a disabled user ended");
                 return Err(SessionError::Invalid(InvalidReason::UserDisabled));
             }
         };
@@ -370,7 +462,10 @@ impl Sessions {
                 idle_exp,
                 abs_exp,
                 ..
-            } if owner == user.id => (successor, idle_exp, abs_exp),
+            } if owner == user.id => {
+                metrics::refresh(metrics::Refresh::Rotated);
+                (successor, idle_exp, abs_exp)
+            }
             RotateOutcome::Grace {
                 user_id: owner,
                 idle_exp,
@@ -382,20 +477,31 @@ impl Sessions {
                     .sealer
                     .open(&fid, &sealed_successor)
                     .map_err(|_| SessionError::Invalid(InvalidReason::Malformed))?;
+                metrics::refresh(metrics::Refresh::Grace);
                 tracing::debug!(family = %fid, "refresh within the grace window: same successor");
                 (earlier, idle_exp, abs_exp)
             }
             RotateOutcome::ReuseDetected { user_id: owner } => {
+                metrics::refresh(metrics::Refresh::ReuseDetected);
+                metrics::families_revoked(RevokeReason::Reuse, 1);
                 tracing::warn!(
                     event = "refresh_token_reuse",
                     family = %fid,
                     user = %owner,
+                    ip = %client.ip,
+                    user_agent = %client.user_agent,
                     "a rotated-out refresh token was replayed; the session is revoked"
                 );
                 return Err(SessionError::Invalid(InvalidReason::ReuseDetected));
             }
-            RotateOutcome::Revoked => return Err(SessionError::Invalid(InvalidReason::Revoked)),
-            RotateOutcome::Expired => return Err(SessionError::Invalid(InvalidReason::Expired)),
+            RotateOutcome::Revoked => {
+                metrics::refresh(metrics::Refresh::Revoked);
+                return Err(SessionError::Invalid(InvalidReason::Revoked));
+            }
+            RotateOutcome::Expired => {
+                metrics::refresh(metrics::Refresh::Expired);
+                return Err(SessionError::Invalid(InvalidReason::Expired));
+            }
             RotateOutcome::Rotated { .. } | RotateOutcome::Grace { .. } => {
                 return Err(SessionError::Internal(
                     "family belongs to another user than its access token".into(),
@@ -420,7 +526,11 @@ impl Sessions {
     }
 
     /// Revokes the cookie's family. A cookie that names no family is simply dropped.
-    pub async fn logout(&self, tokens: &CookieTokens) -> Result<(), SessionError> {
+    pub async fn logout(
+        &self,
+        tokens: &CookieTokens,
+        client: &ClientInfo,
+    ) -> Result<(), SessionError> {
         let Ok(presented) = RefreshToken::parse(&tokens.refresh) else {
             return Ok(());
         };
@@ -429,13 +539,18 @@ impl Sessions {
             .revoke_family(&presented.family_id, RevokeReason::Logout, self.now())
             .await?
         {
-            tracing::info!(event = "session_revoked", reason = "logout", family = %presented.family_id, "logged out");
+            metrics::families_revoked(RevokeReason::Logout, 1);
+            tracing::warn!(event = "session_revoked", reason = "logout", family = %presented.family_id, ip = %client.ip, user_agent = %client.user_agent, "logged out");
         }
         Ok(())
     }
 
     /// Revokes every family of the signed-in user.
-    pub async fn logout_all(&self, auth: &Authenticated) -> Result<usize, SessionError> {
+    pub async fn logout_all(
+        &self,
+        auth: &Authenticated,
+        client: &ClientInfo,
+    ) -> Result<usize, SessionError> {
         let n = revoke_user_families(
             self.store.as_ref(),
             &auth.user.id,
@@ -443,7 +558,8 @@ impl Sessions {
             self.now(),
         )
         .await?;
-        tracing::info!(event = "session_revoked", reason = "logout_all", user = %auth.user.id, sessions = n, "logged out everywhere");
+        metrics::families_revoked(RevokeReason::LogoutAll, n as u64);
+        tracing::warn!(event = "session_revoked", reason = "logout_all", family = %auth.session.id, user = %auth.user.id, sessions = n, ip = %client.ip, user_agent = %client.user_agent, "logged out everywhere");
         Ok(n)
     }
 
@@ -453,14 +569,23 @@ impl Sessions {
     }
 
     /// Revokes one of the signed-in user's sessions; [`SessionError::NotFound`] for any other.
-    pub async fn revoke(&self, auth: &Authenticated, family_id: &str) -> Result<(), SessionError> {
+    pub async fn revoke(
+        &self,
+        auth: &Authenticated,
+        family_id: &str,
+        client: &ClientInfo,
+    ) -> Result<(), SessionError> {
         let now = self.now();
         match self.store.family(family_id, now).await? {
             FamilyState::Live(info) if info.user_id == auth.user.id => {
-                self.store
+                if self
+                    .store
                     .revoke_family(family_id, RevokeReason::Logout, now)
-                    .await?;
-                tracing::info!(event = "session_revoked", reason = "logout", family = %family_id, user = %auth.user.id, "session revoked by its user");
+                    .await?
+                {
+                    metrics::families_revoked(RevokeReason::Logout, 1);
+                }
+                tracing::warn!(event = "session_revoked", reason = "logout", family = %family_id, user = %auth.user.id, ip = %client.ip, user_agent = %client.user_agent, "session revoked by its user");
                 Ok(())
             }
             _ => Err(SessionError::NotFound),

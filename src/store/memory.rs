@@ -12,9 +12,12 @@ use async_trait::async_trait;
 
 use super::{
     family_expiry, FamilyInfo, FamilyState, NewFamily, RevokeReason, RotateOutcome, RotateRequest,
-    Store, StoreError, UserRecord,
+    Store, StoreError, ThrottlePolicy, UserRecord,
 };
 use crate::{clock::Millis, tokens::hashes_equal};
+
+/// Throttle entries kept before forgotten ones are swept.
+const MAX_THROTTLE_KEYS: usize = 10_000;
 
 #[derive(Debug, Clone)]
 struct Family {
@@ -32,6 +35,8 @@ struct Inner {
     emails: HashMap<String, String>,
     families: HashMap<String, Family>,
     user_families: HashMap<String, HashSet<String>>,
+    /// Throttle key → (failures, lock end, forget at).
+    throttles: HashMap<String, (u64, Millis, Millis)>,
 }
 
 /// Users and families in this process's memory.
@@ -232,5 +237,47 @@ impl Store for MemoryStore {
         }
         live.sort_by_key(|f| std::cmp::Reverse(f.last_used));
         Ok(live)
+    }
+
+    async fn throttle_locked(
+        &self,
+        keys: &[String],
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        let inner = self.lock()?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| inner.throttles.get(k))
+            .filter(|(_, until, forget)| now < *forget && now < *until)
+            .map(|(_, until, _)| *until)
+            .max())
+    }
+
+    async fn throttle_fail(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        let mut inner = self.lock()?;
+        if inner.throttles.len() >= MAX_THROTTLE_KEYS {
+            inner.throttles.retain(|_, (_, _, forget)| now < *forget);
+        }
+        let entry = inner.throttles.entry(key.to_owned()).or_insert((0, 0, 0));
+        if now >= entry.2 {
+            *entry = (0, 0, 0);
+        }
+        entry.0 += 1;
+        let until = policy.locked_until(entry.0, now);
+        if let Some(until) = until {
+            entry.1 = until;
+        }
+        entry.2 = now + policy.window_ms + until.map_or(0, |u| u - now);
+        Ok(until)
+    }
+
+    async fn throttle_reset(&self, key: &str) -> Result<(), StoreError> {
+        self.lock()?.throttles.remove(key);
+        Ok(())
     }
 }

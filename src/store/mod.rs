@@ -6,6 +6,7 @@
 //! hashes of refresh secrets and sealed successors, never a usable token. Time is passed in.
 
 pub mod memory;
+pub mod metered;
 pub mod redis;
 
 use async_trait::async_trait;
@@ -141,6 +142,26 @@ pub enum RotateOutcome {
     Expired,
 }
 
+/// How failed logins turn into delays: after `free` failures under one key, each further
+/// failure locks the key for `base_ms`, doubling up to `max_ms`; a key is forgotten
+/// `window_ms` after its last failure (or after its lock ends, if later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    pub free: u32,
+    pub base_ms: Millis,
+    pub max_ms: Millis,
+    pub window_ms: Millis,
+}
+
+impl ThrottlePolicy {
+    /// The lock after the `failures`-th failure at `now`: `None` while still free.
+    pub fn locked_until(&self, failures: u64, now: Millis) -> Option<Millis> {
+        let over = failures.checked_sub(u64::from(self.free))?.checked_sub(1)?;
+        let factor = 1i64 << over.min(40);
+        Some(now + self.base_ms.saturating_mul(factor).min(self.max_ms))
+    }
+}
+
 /// Users and families, shared by every gateway instance.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -175,6 +196,23 @@ pub trait Store: Send + Sync + 'static {
         user_id: &str,
         now: Millis,
     ) -> Result<Vec<FamilyInfo>, StoreError>;
+
+    /// The latest lock among the throttle `keys` that is still in force at `now` (one round
+    /// trip). Keys are opaque (the caller hashes emails and addresses).
+    async fn throttle_locked(
+        &self,
+        keys: &[String],
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError>;
+    /// Counts one failure under `key`; returns the lock it causes, if any.
+    async fn throttle_fail(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError>;
+    /// Forgets `key`'s failures.
+    async fn throttle_reset(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// Revokes every live family of a user; returns how many were live.

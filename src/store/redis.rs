@@ -19,7 +19,7 @@ use deadpool_redis::{
 
 use super::{
     FamilyInfo, FamilyState, NewFamily, RevokeReason, RotateOutcome, RotateRequest, Store,
-    StoreError, UserRecord,
+    StoreError, ThrottlePolicy, UserRecord,
 };
 use crate::clock::Millis;
 
@@ -42,6 +42,7 @@ pub struct RedisStore {
     prefix: String,
     rotate: Script,
     revoke: Script,
+    throttle: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -92,6 +93,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             rotate: Script::new(include_str!("lua/rotate_family.lua")),
             revoke: Script::new(include_str!("lua/revoke_family.lua")),
+            throttle: Script::new(include_str!("lua/throttle_fail.lua")),
         })
     }
 
@@ -117,6 +119,11 @@ impl RedisStore {
 
     fn email_key(&self, email: &str) -> String {
         format!("{}email:{email}", self.prefix)
+    }
+
+    /// Throttle counters: the key is already a hash of what it counts.
+    fn throttle_key(&self, key: &str) -> String {
+        format!("{}thr:{key}", self.prefix)
     }
 
     fn users_key(&self) -> String {
@@ -422,5 +429,54 @@ impl Store for RedisStore {
         }
         live.sort_by_key(|f| std::cmp::Reverse(f.last_used));
         Ok(live)
+    }
+
+    async fn throttle_locked(
+        &self,
+        keys: &[String],
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HGET").arg(self.throttle_key(key)).arg("until");
+        }
+        let mut conn = self.conn().await?;
+        let locks: Vec<Option<i64>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(locks
+            .into_iter()
+            .flatten()
+            .filter(|until| now < *until)
+            .max())
+    }
+
+    async fn throttle_fail(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        let mut conn = self.conn().await?;
+        let until: String = self
+            .throttle
+            .key(self.throttle_key(key))
+            .arg(policy.free)
+            .arg(policy.base_ms)
+            .arg(policy.max_ms)
+            .arg(policy.window_ms)
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let until: Millis = until.parse().map_err(|_| corrupt("throttle reply"))?;
+        Ok((until > 0).then_some(until))
+    }
+
+    async fn throttle_reset(&self, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("DEL")
+            .arg(self.throttle_key(key))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
     }
 }

@@ -228,6 +228,15 @@ impl TestGateway {
         Self::serve(gateway, clock, store, listener)
     }
 
+    /// Another gateway instance on the store `config` names, whose users exist already.
+    pub async fn join(config: Config) -> Self {
+        let clock = ManualClock::new();
+        let gateway = Gateway::with_clock(config, Arc::new(clock.clone())).expect("gateway builds");
+        let store = gateway.store();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::serve(gateway, clock, store, listener)
+    }
+
     /// Starts a gateway on the memory store.
     pub async fn memory(email: &str) -> Self {
         let clock = ManualClock::new();

@@ -103,9 +103,15 @@ async fn flaky(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
+/// Answers after `?ms=` milliseconds (default 5 s).
 async fn slow(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     record(&shared, &req);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ms = req
+        .query_string()
+        .strip_prefix("ms=")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(5000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
     HttpResponse::Ok().finish()
 }
 

@@ -1,0 +1,148 @@
+//! Prometheus metrics: every name and label the gateway records, in one place.
+//!
+//! Labels are bounded: outcomes and reasons are fixed words, `route` is a configured prefix,
+//! `op` a store operation; never a user, family, path or address.
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::RevokeReason;
+
+/// Histogram buckets (seconds) for store, upstream and queue latencies.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's Prometheus recorder, installed on first use (every gateway in a process
+/// shares it).
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics shows nothing");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!("bffgate_logins_total", "Login attempts by outcome.");
+    describe_counter!(
+        "bffgate_refreshes_total",
+        "Refresh-token presentations that reached the store, by outcome."
+    );
+    describe_counter!(
+        "bffgate_families_revoked_total",
+        "Sessions (token families) revoked by this process, by reason."
+    );
+    describe_counter!(
+        "bffgate_proxy_requests_total",
+        "Proxied requests by route and response status class."
+    );
+    describe_histogram!(
+        "bffgate_upstream_duration_seconds",
+        Unit::Seconds,
+        "Time from sending a proxied request to the upstream's response head, by route."
+    );
+    describe_counter!(
+        "bffgate_store_errors_total",
+        "Store operations that failed, by operation."
+    );
+    describe_histogram!(
+        "bffgate_store_duration_seconds",
+        Unit::Seconds,
+        "Store operation latency, by operation."
+    );
+    describe_histogram!(
+        "bffgate_argon2_queue_wait_seconds",
+        Unit::Seconds,
+        "Time a password hash or verification waited for a free Argon2 slot."
+    );
+}
+
+/// Login outcomes.
+#[derive(Debug, Clone, Copy)]
+pub enum Login {
+    Ok,
+    BadCredentials,
+    Throttled,
+    Disabled,
+}
+
+pub fn login(outcome: Login) {
+    let outcome = match outcome {
+        Login::Ok => "ok",
+        Login::BadCredentials => "bad_credentials",
+        Login::Throttled => "throttled",
+        Login::Disabled => "disabled",
+    };
+    counter!("bffgate_logins_total", "outcome" => outcome).increment(1);
+}
+
+/// Refresh outcomes.
+#[derive(Debug, Clone, Copy)]
+pub enum Refresh {
+    Rotated,
+    Grace,
+    ReuseDetected,
+    Revoked,
+    Expired,
+}
+
+pub fn refresh(outcome: Refresh) {
+    let outcome = match outcome {
+        Refresh::Rotated => "rotated",
+        Refresh::Grace => "grace",
+        Refresh::ReuseDetected => "reuse_detected",
+        Refresh::Revoked => "revoked",
+        Refresh::Expired => "expired",
+    };
+    counter!("bffgate_refreshes_total", "outcome" => outcome).increment(1);
+}
+
+pub fn families_revoked(reason: RevokeReason, n: u64) {
+    if n > 0 {
+        counter!("bffgate_families_revoked_total", "reason" => reason.as_str()).increment(n);
+    }
+}
+
+/// One proxied request: its route prefix and the status the browser got.
+pub fn proxied(route: &str, status: u16) {
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    counter!("bffgate_proxy_requests_total", "route" => route.to_owned(), "status" => class)
+        .increment(1);
+}
+
+/// Time from sending a request upstream to its response head.
+pub fn upstream_latency(route: &str, elapsed: Duration) {
+    histogram!("bffgate_upstream_duration_seconds", "route" => route.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn store_op(op: &'static str, elapsed: Duration, ok: bool) {
+    histogram!("bffgate_store_duration_seconds", "op" => op).record(elapsed.as_secs_f64());
+    if !ok {
+        counter!("bffgate_store_errors_total", "op" => op).increment(1);
+    }
+}
+
+pub fn argon2_wait(elapsed: Duration) {
+    histogram!("bffgate_argon2_queue_wait_seconds").record(elapsed.as_secs_f64());
+}

@@ -1,0 +1,159 @@
+//! `/metrics` after a scripted session: login, proxied call, refresh, replay attack, logout,
+//! failed and throttled logins — each counted, with bounded labels only. One test in its own
+//! binary, because the Prometheus recorder is per process.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use bffgate::config::{AuthMode, RouteConfig};
+use common::*;
+use reqwest::Method;
+
+const EMAIL: &str = "erin@example.com";
+
+/// The value of the sample `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, label_text) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let have: BTreeMap<&str, &str> = label_text
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
+            assert!(found.is_none(), "{name} {labels:?} matches twice");
+            found = Some(value.parse::<f64>().expect("a number"));
+        }
+    }
+    found.unwrap_or(0.0)
+}
+
+#[actix_web::test]
+async fn metrics_count_a_scripted_session() {
+    let upstream = common::upstream::start();
+    let redis = TestRedis::new();
+    let mut config = with_redis(test_config(), &redis.url, &redis.prefix);
+    config.throttle.free_attempts = 1;
+    config.routes = vec![RouteConfig {
+        prefix: "/api".into(),
+        upstream: upstream.base.clone(),
+        strip_prefix: false,
+        auth: AuthMode::Required,
+        csrf: true,
+        timeout: Duration::from_secs(5),
+        forward_cookies: vec![],
+    }];
+    let gw = TestGateway::start(config, EMAIL).await;
+
+    // A browser signs in, calls the API and signs out.
+    let browser = browser();
+    let signed_in = login(&gw, &browser, EMAIL).await;
+    let res = browser.get(gw.url("/api/hello")).send().await.expect("api");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        browser
+            .post(gw.url("/auth/logout"))
+            .send()
+            .await
+            .expect("logout")
+            .status(),
+        204
+    );
+    // Another session rotates twice; replaying its first token is a reuse attack.
+    let c1 = login_cookie_of(&gw, EMAIL).await;
+    let res = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c1).await;
+    let c2 = set_cookie(&res).expect("rotated").value().to_owned();
+    let res = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c2).await;
+    assert_eq!(res.status(), 200);
+    let res = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c1).await;
+    assert_eq!(res.status(), 401);
+    // Two failed logins, then a throttled one (which runs no Argon2).
+    for _ in 0..2 {
+        let res = login_request(&gw, EMAIL, "wrong password").send().await;
+        assert_eq!(res.expect("login").status(), 401);
+    }
+    let res = login_request(&gw, EMAIL, PASSWORD).send().await;
+    assert_eq!(res.expect("login").status(), 429);
+
+    let res = raw_client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .expect("type")
+        .starts_with("text/plain"));
+    let text = res.text().await.expect("text");
+
+    let logins = |outcome| sample(&text, "bffgate_logins_total", &[("outcome", outcome)]);
+    assert_eq!(logins("ok"), 2.0);
+    assert_eq!(logins("bad_credentials"), 2.0);
+    assert_eq!(logins("throttled"), 1.0);
+    let refreshes = |outcome| sample(&text, "bffgate_refreshes_total", &[("outcome", outcome)]);
+    assert_eq!(refreshes("rotated"), 2.0);
+    assert_eq!(refreshes("reuse_detected"), 1.0);
+    let revoked = |reason| {
+        sample(
+            &text,
+            "bffgate_families_revoked_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(revoked("logout"), 1.0);
+    assert_eq!(revoked("reuse"), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            "bffgate_proxy_requests_total",
+            &[("route", "/api"), ("status", "2xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "bffgate_upstream_duration_seconds_count",
+            &[("route", "/api")]
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &text,
+            "bffgate_store_duration_seconds_count",
+            &[("op", "rotate")]
+        ) >= 3.0
+    );
+    assert_eq!(
+        sample(&text, "bffgate_store_errors_total", &[("op", "rotate")]),
+        0.0
+    );
+    // Two logins and two failures ran Argon2; the throttled attempt did not.
+    assert_eq!(
+        sample(&text, "bffgate_argon2_queue_wait_seconds_count", &[]),
+        4.0
+    );
+    // No unbounded labels: no user, session, email or address appears.
+    for private in [
+        signed_in["user"]["id"].as_str().expect("id"),
+        signed_in["session"]["id"].as_str().expect("id"),
+        EMAIL,
+        "127.0.0.1",
+        "/api/hello",
+    ] {
+        assert!(!text.contains(private), "{private} in /metrics");
+    }
+}

@@ -1,0 +1,332 @@
+//! Operations over real HTTP against gateways on a real `redis-server`: login throttling
+//! (across instances), cookie and signing key rotation without logging anyone out, and the
+//! OpenAPI document checked against the routes the gateway answers.
+
+mod common;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use base64::Engine as _;
+use bffgate::{
+    config::{AuthMode, Config, Redacted, RouteConfig},
+    tokens::{generate_ed25519_pkcs8, pkcs8_pem, AccessClaims},
+};
+use common::*;
+use reqwest::Method;
+use serde_json::Value;
+
+const EMAIL: &str = "dora@example.com";
+
+fn throttled(mut config: Config, free: u32, ip_free: u32) -> Config {
+    config.throttle.free_attempts = free;
+    config.throttle.ip_free_attempts = ip_free;
+    config.throttle.base_delay = Duration::from_secs(1);
+    config.throttle.max_delay = Duration::from_secs(8);
+    config
+}
+
+async fn attempt(gw: &TestGateway, email: &str, password: &str) -> reqwest::Response {
+    login_request(gw, email, password)
+        .send()
+        .await
+        .expect("login request")
+}
+
+fn retry_after(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get("retry-after")
+        .map(|v| v.to_str().expect("ascii").to_owned())
+}
+
+#[actix_web::test]
+async fn repeated_failures_get_429_with_a_doubling_retry_after_and_success_resets() {
+    let redis = TestRedis::new();
+    let gw = TestGateway::start(
+        throttled(with_redis(test_config(), &redis.url, &redis.prefix), 2, 50),
+        EMAIL,
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(attempt(&gw, EMAIL, "wrong password").await.status(), 401);
+    }
+    // Locked for 1 s: even the right password is refused, without running Argon2.
+    let res = attempt(&gw, EMAIL, PASSWORD).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(retry_after(&res).as_deref(), Some("1"));
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let problem: Value = res.json().await.expect("problem");
+    assert_eq!(problem["type"], "urn:bffgate:problem:too-many-requests");
+
+    gw.clock.advance(Duration::from_secs(1));
+    assert_eq!(attempt(&gw, EMAIL, "wrong password").await.status(), 401);
+    let res = attempt(&gw, EMAIL, PASSWORD).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(retry_after(&res).as_deref(), Some("2"), "the delay doubles");
+
+    gw.clock.advance(Duration::from_secs(2));
+    assert_eq!(attempt(&gw, EMAIL, PASSWORD).await.status(), 200);
+    // The success reset this email's counter: two failures are free again.
+    for _ in 0..2 {
+        assert_eq!(attempt(&gw, EMAIL, "wrong password").await.status(), 401);
+    }
+    assert_eq!(attempt(&gw, EMAIL, PASSWORD).await.status(), 200);
+}
+
+#[actix_web::test]
+async fn unknown_emails_are_throttled_exactly_like_known_ones() {
+    let redis = TestRedis::new();
+    let gw = TestGateway::start(
+        throttled(with_redis(test_config(), &redis.url, &redis.prefix), 2, 50),
+        EMAIL,
+    )
+    .await;
+    let mut answers = Vec::new();
+    for email in [EMAIL, "nobody@example.com"] {
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            statuses.push(attempt(&gw, email, "wrong password").await.status());
+        }
+        let res = attempt(&gw, email, "wrong password").await;
+        let status = res.status();
+        let after = retry_after(&res);
+        let body = res.text().await.expect("body");
+        answers.push((statuses, status, after, body));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].1, 429);
+}
+
+#[actix_web::test]
+async fn failures_from_one_address_throttle_every_email_from_it() {
+    let redis = TestRedis::new();
+    let gw = TestGateway::start(
+        throttled(with_redis(test_config(), &redis.url, &redis.prefix), 10, 3),
+        EMAIL,
+    )
+    .await;
+    for n in 0..4 {
+        let email = format!("guess{n}@example.com");
+        assert_eq!(attempt(&gw, &email, "wrong password").await.status(), 401);
+    }
+    let res = attempt(&gw, EMAIL, PASSWORD).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(retry_after(&res).as_deref(), Some("1"));
+}
+
+#[actix_web::test]
+async fn throttling_holds_across_gateway_instances() {
+    let redis = TestRedis::new();
+    let config = throttled(with_redis(test_config(), &redis.url, &redis.prefix), 2, 50);
+    let a = TestGateway::start(config.clone(), EMAIL).await;
+    let b = TestGateway::join(config).await;
+    for _ in 0..3 {
+        assert_eq!(attempt(&a, EMAIL, "wrong password").await.status(), 401);
+    }
+    assert_eq!(attempt(&b, EMAIL, PASSWORD).await.status(), 429);
+}
+
+fn key(fill: u8) -> Redacted {
+    Redacted::new(&base64::engine::general_purpose::STANDARD.encode([fill; 64]))
+}
+
+fn with_cookie_keys(mut config: Config, current: Redacted, previous: Vec<Redacted>) -> Config {
+    config.cookie.key = Some(current);
+    config.cookie.previous_keys = previous;
+    config
+}
+
+fn test_key() -> Redacted {
+    Redacted::new(&base64::engine::general_purpose::STANDARD.encode(cookie_key_bytes()))
+}
+
+#[actix_web::test]
+async fn cookie_key_rotation_keeps_sessions_and_reseals_cookies() {
+    let redis = TestRedis::new();
+    let base = with_redis(test_config(), &redis.url, &redis.prefix);
+    let old = TestGateway::start(base.clone(), EMAIL).await;
+    let c1 = login_cookie_of(&old, EMAIL).await;
+
+    // The new key, with the old one as previous: the old cookie works and comes back sealed
+    // with the new key.
+    let rotated = TestGateway::join(with_cookie_keys(base.clone(), key(7), vec![test_key()])).await;
+    let res = send_with_cookie(&rotated, Method::GET, "/auth/session", &c1).await;
+    assert_eq!(res.status(), 200);
+    let resealed = set_cookie(&res).expect("the cookie is re-sealed");
+    assert_ne!(resealed.value(), c1);
+    assert_eq!(resealed.http_only(), Some(true));
+    assert_eq!(resealed.path(), Some("/"));
+
+    // Once the previous key is gone, only the re-sealed cookie opens.
+    let done = TestGateway::join(with_cookie_keys(base, key(7), vec![])).await;
+    let res = send_with_cookie(&done, Method::GET, "/auth/session", resealed.value()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        send_with_cookie(&done, Method::GET, "/auth/session", &c1)
+            .await
+            .status(),
+        401
+    );
+}
+
+#[actix_web::test]
+async fn a_grace_replay_across_a_cookie_key_rotation_still_gets_the_successor() {
+    let redis = TestRedis::new();
+    let base = with_redis(test_config(), &redis.url, &redis.prefix);
+    let old = TestGateway::start(base.clone(), EMAIL).await;
+    let c1 = login_cookie_of(&old, EMAIL).await;
+    let res = send_with_cookie(&old, Method::POST, "/auth/refresh", &c1).await;
+    assert_eq!(res.status(), 200);
+    let c2 = set_cookie(&res).expect("rotated").value().to_owned();
+
+    // A request carrying c1 (sent before c2 arrived) reaches an instance with the new key:
+    // the successor sealed under the old key must still open.
+    let rotated = TestGateway::join(with_cookie_keys(base, key(9), vec![test_key()])).await;
+    let res = send_with_cookie(&rotated, Method::POST, "/auth/refresh", &c1).await;
+    assert_eq!(res.status(), 200, "grace replay");
+    let res = send_with_cookie(&rotated, Method::GET, "/auth/session", &c2).await;
+    assert_eq!(res.status(), 200, "the session is not revoked");
+}
+
+fn write_key(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, pkcs8_pem(&generate_ed25519_pkcs8().expect("key"))).expect("write");
+    path
+}
+
+async fn verify(gw: &TestGateway, token: &str) -> (String, AccessClaims) {
+    let jwks: jsonwebtoken::jwk::JwkSet = raw_client()
+        .get(gw.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("JSON");
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    let kid = header.kid.expect("kid");
+    let jwk = jwks.find(&kid).expect("the token's key is published");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["api"]);
+    validation.set_issuer(&["bffgate"]);
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("decoding key");
+    let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).expect("verifies");
+    (kid, data.claims)
+}
+
+#[actix_web::test]
+async fn signing_key_rotation_keeps_issued_tokens_verifiable() {
+    let upstream = common::upstream::start();
+    let redis = TestRedis::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let (k1, k2) = (write_key(&dir, "k1.pem"), write_key(&dir, "k2.pem"));
+    let mut base = with_redis(test_config(), &redis.url, &redis.prefix);
+    base.routes = vec![RouteConfig {
+        prefix: "/api".into(),
+        upstream: upstream.base.clone(),
+        strip_prefix: false,
+        auth: AuthMode::Required,
+        csrf: true,
+        timeout: Duration::from_secs(5),
+        forward_cookies: vec![],
+    }];
+    let mut first = base.clone();
+    first.jwt.signing_key_file = Some(k1.clone());
+    let old = TestGateway::start(first, EMAIL).await;
+    let c1 = login_cookie_of(&old, EMAIL).await;
+
+    let mut second = base;
+    second.jwt.signing_key_file = Some(k2);
+    second.jwt.previous_keys = vec![k1];
+    let new = TestGateway::join(second).await;
+    let jwks: Value = raw_client()
+        .get(new.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
+
+    // A token the old key signed, still within its lifetime, goes upstream and verifies
+    // against the new gateway's JWKS.
+    let res = send_with_cookie(&new, Method::GET, "/api/orders", &c1).await;
+    assert_eq!(res.status(), 200);
+    let old_token = upstream.last().bearer().expect("bearer").to_owned();
+    let (old_kid, _) = verify(&new, &old_token).await;
+    assert_eq!(old_kid, jwks["keys"][1]["kid"]);
+
+    // The next rotation signs with the new key.
+    let res = send_with_cookie(&new, Method::POST, "/auth/refresh", &c1).await;
+    assert_eq!(res.status(), 200);
+    let c2 = set_cookie(&res).expect("rotated").value().to_owned();
+    let res = send_with_cookie(&new, Method::GET, "/api/orders", &c2).await;
+    assert_eq!(res.status(), 200);
+    let (new_kid, claims) = verify(&new, upstream.last().bearer().expect("bearer")).await;
+    assert_eq!(new_kid, jwks["keys"][0]["kid"]);
+    assert_eq!(claims.email, EMAIL);
+}
+
+#[actix_web::test]
+async fn openapi_document_matches_the_routes_that_exist() {
+    let gw = TestGateway::memory(EMAIL).await;
+    let doc: Value = raw_client()
+        .get(gw.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, _) in item.as_object().expect("operations") {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let expected: BTreeSet<(String, String)> = [
+        ("POST", "/auth/login"),
+        ("POST", "/auth/refresh"),
+        ("POST", "/auth/logout"),
+        ("POST", "/auth/logout-all"),
+        ("GET", "/auth/session"),
+        ("GET", "/auth/sessions"),
+        ("DELETE", "/auth/sessions/{id}"),
+        ("GET", "/.well-known/jwks.json"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.to_owned(), p.to_owned()))
+    .collect();
+    assert_eq!(
+        documented, expected,
+        "the document lists the gateway's endpoints"
+    );
+
+    // Every documented operation exists: it answers with one of its documented statuses
+    // (an unknown path would fall through to the static files and answer 404).
+    for (method, path) in &documented {
+        let operation = &doc["paths"][path][method.to_lowercase()];
+        let statuses: Vec<&String> = operation["responses"]
+            .as_object()
+            .expect("responses")
+            .keys()
+            .collect();
+        let url = gw.url(&path.replace("{id}", "no-such-session"));
+        let mut request = raw_client()
+            .request(method.parse().expect("method"), url)
+            .header("x-csrf", "1");
+        if path == "/auth/login" {
+            request = request.json(&serde_json::json!({}));
+        }
+        let status = request.send().await.expect("request").status();
+        assert!(
+            statuses.iter().any(|s| s.as_str() == status.as_str()),
+            "{method} {path} answered {status}, documented {statuses:?}"
+        );
+    }
+}

@@ -1,0 +1,356 @@
+//! `bffgate serve` as a process: its JSON logs at trace level hold no secret, and SIGTERM
+//! lets in-flight requests finish while new connections are refused.
+
+mod common;
+
+use std::{
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use common::{upstream::Upstream, *};
+use reqwest::Method;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bffgate");
+const EMAIL: &str = "frank@example.com";
+
+/// A configuration file for a gateway on `port` with `/api` routed to `upstream`.
+fn config_file(
+    dir: &tempfile::TempDir,
+    redis: &TestRedis,
+    port: u16,
+    upstream: &Upstream,
+    auth: &str,
+) -> PathBuf {
+    let key = base64::engine::general_purpose::STANDARD.encode(cookie_key_bytes());
+    let text = format!(
+        r#"listen = "127.0.0.1:{port}"
+shutdown_timeout = "10s"
+
+[redis]
+url = "{url}"
+key_prefix = "{prefix}"
+
+[cookie]
+key = "{key}"
+
+[[routes]]
+prefix = "/api"
+upstream = "{upstream}"
+auth = "{auth}"
+"#,
+        url = redis.url,
+        prefix = redis.prefix,
+        upstream = upstream.base,
+    );
+    let path = dir.path().join("bffgate.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+fn command(config: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("BFFGATE_CONFIG", config)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+/// A `bffgate serve` process; killed on drop if still running. Its standard error goes to
+/// a file (a pipe nobody reads would fill up and stall it).
+struct Served {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Served {
+    async fn start(config: &Path, port: u16, extra: &[(&str, &str)]) -> Self {
+        let log = config.with_extension("log");
+        let mut cmd = command(config);
+        cmd.arg("serve")
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        let served = Self {
+            child: cmd.spawn().expect("bffgate serve starts"),
+            port,
+            log,
+        };
+        let client = raw_client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(res) = client.get(served.url("/readyz")).send().await {
+                if res.status() == 200 {
+                    return served;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bffgate serve did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (within `limit`); its status and standard error.
+    fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "bffgate did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&self.log).expect("log");
+        (status, stderr)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn send(
+    served: &Served,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut request = raw_client()
+        .request(method, served.url(path))
+        .header("x-csrf", "1")
+        .header("user-agent", "log-test/1.0");
+    if let Some(value) = cookie {
+        request = request.header(
+            "cookie",
+            actix_web::cookie::Cookie::new(COOKIE, value.to_owned())
+                .encoded()
+                .to_string(),
+        );
+    }
+    request.send().await.expect("request")
+}
+
+async fn login(served: &Served, password: &str) -> reqwest::Response {
+    raw_client()
+        .post(served.url("/auth/login"))
+        .header("x-csrf", "1")
+        .header("user-agent", "log-test/1.0")
+        .json(&serde_json::json!({ "email": EMAIL, "password": password }))
+        .send()
+        .await
+        .expect("login")
+}
+
+fn cookie_of(res: &reqwest::Response) -> String {
+    set_cookie(res)
+        .expect("a session cookie")
+        .value()
+        .to_owned()
+}
+
+#[actix_web::test]
+async fn json_logs_record_events_and_never_a_secret() {
+    let upstream = common::upstream::start();
+    let redis = TestRedis::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let config = config_file(&dir, &redis, port, &upstream, "required");
+    let mut add = command(&config)
+        .args(["user", "add", EMAIL, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("user add");
+    std::io::Write::write_all(&mut add.stdin.take().expect("stdin"), PASSWORD.as_bytes())
+        .expect("password");
+    assert!(add.wait().expect("user add exits").success());
+
+    let served = Served::start(
+        &config,
+        port,
+        &[("BFFGATE_LOG", "trace"), ("BFFGATE_LOG_FORMAT", "json")],
+    )
+    .await;
+    let wrong = "not-the-password-0xC0FFEE";
+    assert_eq!(login(&served, wrong).await.status(), 401);
+    let res = login(&served, PASSWORD).await;
+    assert_eq!(res.status(), 200);
+    let c1 = cookie_of(&res);
+    let mut cookies = vec![c1.clone()];
+    assert_eq!(
+        send(&served, Method::GET, "/auth/session", Some(&c1))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(&served, Method::GET, "/api/orders", Some(&c1))
+            .await
+            .status(),
+        200
+    );
+    let res = send(&served, Method::POST, "/auth/refresh", Some(&c1)).await;
+    let c2 = cookie_of(&res);
+    let res = send(&served, Method::POST, "/auth/refresh", Some(&c2)).await;
+    let c3 = cookie_of(&res);
+    // c1 is two generations old: a reuse attack.
+    assert_eq!(
+        send(&served, Method::POST, "/auth/refresh", Some(&c1))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        send(&served, Method::GET, "/api/orders", Some(&c3))
+            .await
+            .status(),
+        401
+    );
+    let res = login(&served, PASSWORD).await;
+    let c4 = cookie_of(&res);
+    assert_eq!(
+        send(&served, Method::POST, "/auth/logout", Some(&c4))
+            .await
+            .status(),
+        204
+    );
+    cookies.extend([c2, c3, c4]);
+
+    served.terminate();
+    let (status, logs) = served.wait(Duration::from_secs(15));
+    assert!(status.success(), "clean exit: {status}");
+
+    // Nothing secret, at any level.
+    let mut secrets = vec![PASSWORD.to_owned(), wrong.to_owned()];
+    for cookie in &cookies {
+        let (access, refresh) = open_cookie(cookie);
+        let secret = refresh.split('.').nth(1).expect("secret").to_owned();
+        let signature = access.rsplit('.').next().expect("signature").to_owned();
+        let encoded = actix_web::cookie::Cookie::new(COOKIE, cookie.clone())
+            .encoded()
+            .to_string();
+        secrets.extend([cookie.clone(), encoded, access, refresh, secret, signature]);
+    }
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret is in the logs: {secret:.12}…"
+        );
+    }
+
+    // One JSON object per line; the events carry their stable fields.
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let event = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} event"))
+            .clone()
+    };
+    let reuse = event("refresh_token_reuse");
+    assert_eq!(reuse["level"], "WARN");
+    assert_eq!(
+        reuse["family"].as_str(),
+        Some(family_of(&cookies[0]).as_str())
+    );
+    assert!(reuse["user"].as_str().is_some_and(|u| !u.is_empty()));
+    assert_eq!(reuse["ip"], "127.0.0.1");
+    assert_eq!(reuse["user_agent"], "log-test/1.0");
+    let failed = event("login_failed");
+    assert_eq!(failed["level"], "WARN");
+    assert_eq!(failed["ip"], "127.0.0.1");
+    assert_eq!(failed["user_agent"], "log-test/1.0");
+    let revoked = event("session_revoked");
+    assert_eq!(revoked["level"], "WARN");
+    let requests: Vec<&Value> = lines.iter().filter(|l| l["message"] == "request").collect();
+    assert!(requests.iter().all(|r| {
+        r["request_id"].as_str().is_some_and(|id| !id.is_empty())
+            && r["status"].is_u64()
+            && r["latency_ms"].is_f64()
+    }));
+    let routes: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| r["route"].as_str())
+        .collect();
+    for route in [
+        "/auth/login",
+        "/auth/session",
+        "/auth/refresh",
+        "/api",
+        "/readyz",
+    ] {
+        assert!(
+            routes.contains(&route),
+            "no request line for {route}: {routes:?}"
+        );
+    }
+    assert!(
+        !routes.contains(&"/api/orders"),
+        "routes are prefixes, not raw paths"
+    );
+}
+
+#[actix_web::test]
+async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
+    let upstream = common::upstream::start();
+    let redis = TestRedis::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let config = config_file(&dir, &redis, port, &upstream, "none");
+    let served = Served::start(&config, port, &[]).await;
+
+    let url = served.url("/api/slow?ms=1500");
+    let in_flight =
+        actix_web::rt::spawn(async move { raw_client().get(url).send().await.map(|r| r.status()) });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !upstream.seen().iter().any(|s| s.path == "/api/slow") {
+        assert!(
+            Instant::now() < deadline,
+            "the request did not reach the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    served.terminate();
+    // The listener closes at once …
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(&addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !in_flight.is_finished(),
+        "the slow request is still in flight when accepting stops"
+    );
+    // … and the request in flight still completes.
+    let status = in_flight.await.expect("task").expect("in-flight request");
+    assert_eq!(status, 200);
+    let (exit, _) = served.wait(Duration::from_secs(12));
+    assert!(exit.success(), "clean exit: {exit}");
+}
