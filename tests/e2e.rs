@@ -26,7 +26,7 @@ const PATIENCE: Duration = Duration::from_secs(15);
 const ACCESS_TTL: Duration = Duration::from_secs(2);
 const PAST_EXPIRY: Duration = Duration::from_millis(2300);
 
-/// A ChromeDriver process (and the browsers it starts), killed on drop.
+/// A ChromeDriver process, killed on drop with the browser it started.
 struct Driver {
     child: Child,
     port: u16,
@@ -42,8 +42,10 @@ impl Driver {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // Its own process group, so that dropping the driver also ends its browsers.
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        // BFFGATE_E2E_LOG_DIR: keep ChromeDriver's log (one file per driver) for debugging.
+        if let Ok(dir) = std::env::var("BFFGATE_E2E_LOG_DIR") {
+            command.arg(format!("--log-path={dir}/chromedriver-{port}.log"));
+        }
         let child = command.spawn().unwrap_or_else(|e| {
             panic!(
                 "cannot start {binary}: {e}. The end-to-end tests need Chromium and ChromeDriver: \
@@ -80,8 +82,10 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
+        // The browser it started (a test that failed before `close`), then the driver.
+        // Never `kill -SIG -PGID`: procps-ng 4.0.2's kill took that for "every process".
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-P", &self.child.id().to_string()])
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
