@@ -502,3 +502,118 @@ async fn redis_keys_share_the_family_hash_tag_and_hold_no_secret() {
         "successor ttl {next_ttl}"
     );
 }
+
+async fn long_user_agents_are_kept_whole(store: Arc<dyn Store>) {
+    let t0 = SystemClock.now_ms();
+    let user_agent = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 \
+         (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1 — «ünïcødé» 🚀";
+    let id = new_id().unwrap();
+    store
+        .create_family(&NewFamily {
+            id: id.clone(),
+            user_id: "u1".into(),
+            secret_hash: "h0".into(),
+            now: t0,
+            idle_ms: IDLE,
+            abs_exp: t0 + MAX,
+            user_agent: user_agent.into(),
+            ip: "2001:db8:85a3:8d3:1319:8a2e:370:7348".into(),
+        })
+        .await
+        .unwrap();
+    let listed = store.user_families("u1", t0 + 1).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].user_agent, user_agent);
+    assert_eq!(listed[0].ip, "2001:db8:85a3:8d3:1319:8a2e:370:7348");
+    match store.family(&id, t0 + 1).await.unwrap() {
+        FamilyState::Live(info) => assert_eq!(info.user_agent, user_agent),
+        other => panic!("{other:?}"),
+    }
+}
+
+mod long_user_agents {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory() {
+        long_user_agents_are_kept_whole(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test]
+    async fn redis() {
+        let redis = common::TestRedis::new();
+        long_user_agents_are_kept_whole(redis.store()).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_family_hash_stays_in_the_compact_encoding() {
+    let redis = common::TestRedis::new();
+    let store = redis.store();
+    let t0 = SystemClock.now_ms();
+    let id = new_id().unwrap();
+    store
+        .create_family(&NewFamily {
+            id: id.clone(),
+            user_id: new_id().unwrap(),
+            secret_hash: "x".repeat(43),
+            now: t0,
+            idle_ms: IDLE,
+            abs_exp: t0 + MAX,
+            user_agent: "A".repeat(256),
+            ip: "2001:db8:85a3:8d3:1319:8a2e:370:7348".into(),
+        })
+        .await
+        .unwrap();
+    let mut conn = ::redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let key = format!("{}fam:{{{id}}}", redis.prefix);
+    let encoding: String = ::redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(&key)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(encoding, "listpack");
+    let bytes: i64 = ::redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(&key)
+        .query(&mut conn)
+        .unwrap();
+    // A 256-byte agent and a full IPv6 address: the hashtable encoding takes over 1,100.
+    assert!(bytes < 700, "a family hash takes {bytes} bytes");
+}
+
+#[tokio::test]
+async fn a_redis_restart_costs_at_most_the_request_that_found_it() {
+    let mut server = common::RedisServer::start();
+    let store: Arc<dyn Store> = Arc::new(
+        bffgate::store::redis::RedisStore::connect(
+            &server.url(),
+            "restart:",
+            4,
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
+    // Open the pool's connections (pools are per thread: this test runs on one), all used a
+    // moment ago, so none is due an idle check.
+    let opened = (0..8).map(|_| store.family("f", SystemClock.now_ms()));
+    for result in futures_util::future::join_all(opened).await {
+        assert!(result.is_ok());
+    }
+    server.stop();
+    server.restart();
+    let mut failures = 0;
+    for _ in 0..16 {
+        if store.family("f", SystemClock.now_ms()).await.is_err() {
+            failures += 1;
+        }
+    }
+    assert!(
+        failures <= 1,
+        "{failures} requests failed after the restart"
+    );
+    assert!(store.ping().await.is_ok());
+}

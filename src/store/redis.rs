@@ -2,19 +2,34 @@
 //!
 //! Keys (every key of one family shares the `{<family_id>}` hash tag, so rotation stays one
 //! atomic script on Redis Cluster):
-//! - `<prefix>fam:{<fid>}` hash: `uid gen cur prev prev_at created last_used exp abs_exp ua ip
-//!   revoked revoked_at`; expires at `exp = min(last_used + idle, abs_exp)`.
+//! - `<prefix>fam:{<fid>}` hash: `uid gen cur prev prev_at created last_used exp abs_exp ua
+//!   [ua1 ua2 ua3] ip revoked revoked_at`; expires at `exp = min(last_used + idle, abs_exp)`.
+//!   No value is longer than 64 bytes (the user agent is split, see [`UA_FIELDS`]), so Redis
+//!   keeps the hash in its compact listpack encoding: about 350 bytes instead of 900.
 //! - `<prefix>fam:{<fid>}:next` the sealed successor, for the grace window only.
 //! - `<prefix>user:{<uid>}` hash: `id email pw roles disabled created`.
 //! - `<prefix>user:{<uid>}:fams` set of family ids (may hold dead ids; pruned when listed).
 //! - `<prefix>email:<email>` → uid, and `<prefix>users` set of uids.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, PoisonError, RwLock,
+    },
+    thread::ThreadId,
+    time::Duration,
+};
 
 use async_trait::async_trait;
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_redis::{
-    redis::{self, AsyncConnectionConfig, Script},
-    Manager, Pool, Runtime,
+    redis::{
+        self,
+        aio::{ConnectionLike, MultiplexedConnection},
+        AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Script, Value,
+    },
+    Runtime,
 };
 
 use super::{
@@ -23,7 +38,7 @@ use super::{
 };
 use crate::clock::Millis;
 
-const FAMILY_FIELDS: [&str; 10] = [
+const FAMILY_FIELDS: [&str; 13] = [
     "uid",
     "gen",
     "created",
@@ -31,14 +46,147 @@ const FAMILY_FIELDS: [&str; 10] = [
     "exp",
     "abs_exp",
     "ua",
+    "ua1",
+    "ua2",
+    "ua3",
     "ip",
     "revoked",
     "cur",
 ];
 
+/// The user agent's fields, 64 bytes each: a hash with a value over `hash-max-listpack-value`
+/// (64 by default) falls back to Redis's hashtable encoding, which more than doubles the
+/// memory of a family. What does not fit in these (over 256 bytes) is not stored.
+const UA_FIELDS: [&str; 4] = ["ua", "ua1", "ua2", "ua3"];
+const UA_CHUNK: usize = 64;
+
+/// `user_agent` as `(field, part)` pairs of at most [`UA_CHUNK`] bytes, cut on char boundaries.
+fn user_agent_fields(user_agent: &str) -> Vec<(&'static str, String)> {
+    let mut fields = Vec::new();
+    let mut part = String::new();
+    for c in user_agent.chars() {
+        if part.len() + c.len_utf8() > UA_CHUNK {
+            fields.push(std::mem::take(&mut part));
+        }
+        part.push(c);
+    }
+    fields.push(part);
+    UA_FIELDS.into_iter().zip(fields).collect()
+}
+
+/// A connection idle for longer than this is checked with a `PING` before it is lent again.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// The pool's manager: deadpool-redis's, without its `PING` at every checkout.
+///
+/// deadpool-redis checks a connection with `UNWATCH` + `PING` each time the pool lends it,
+/// which doubled the Redis round trips of every authenticated request. This manager checks a
+/// connection only when it sat idle for longer than [`IDLE_CHECK`], or when any connection of
+/// the store failed since its last check (Redis restarted: every pooled connection is
+/// suspect, and only the request that found out fails). A connection that failed itself is
+/// dropped.
+struct Lender {
+    manager: deadpool_redis::Manager,
+    failures: Arc<AtomicU64>,
+}
+
+/// A pooled connection, whether a command on it failed at the connection level, and the
+/// store's failure count when it was last known good.
+struct Pooled {
+    conn: MultiplexedConnection,
+    broken: bool,
+    checked_at: u64,
+    failures: Arc<AtomicU64>,
+}
+
+impl managed::Manager for Lender {
+    type Type = Pooled;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<Pooled, RedisError> {
+        Ok(Pooled {
+            conn: self.manager.create().await?,
+            broken: false,
+            checked_at: self.failures.load(Ordering::Acquire),
+            failures: Arc::clone(&self.failures),
+        })
+    }
+
+    async fn recycle(&self, pooled: &mut Pooled, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if pooled.broken {
+            return Err(RecycleError::message("the connection failed"));
+        }
+        let failures = self.failures.load(Ordering::Acquire);
+        if pooled.checked_at == failures && metrics.last_used() < IDLE_CHECK {
+            return Ok(());
+        }
+        self.manager.recycle(&mut pooled.conn, metrics).await?;
+        pooled.checked_at = failures;
+        Ok(())
+    }
+}
+
+/// A connection lent by the pool. A connection-level failure (I/O, dropped, timed out) marks
+/// it broken and makes every other pooled connection suspect.
+struct Conn(managed::Object<Lender>);
+
+impl From<managed::Object<Lender>> for Conn {
+    fn from(object: managed::Object<Lender>) -> Self {
+        Self(object)
+    }
+}
+
+impl Conn {
+    fn note<T>(&mut self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        if let Err(e) = &result {
+            if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
+                self.0.broken = true;
+                self.0.failures.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        result
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let result = self.0.conn.req_packed_command(cmd).await;
+            self.note(result)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let result = self.0.conn.req_packed_commands(cmd, offset, count).await;
+            self.note(result)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.conn.get_db()
+    }
+}
+
+type Pool = managed::Pool<Lender, Conn>;
+
 /// Users and families in Redis.
 pub struct RedisStore {
-    pool: Pool,
+    /// One pool per thread that uses the store. A multiplexed connection's reader runs on the
+    /// runtime that opened it, and each actix worker is its own runtime: with one shared pool,
+    /// half the replies (and every wait for a free connection) woke another thread.
+    pools: RwLock<HashMap<ThreadId, Pool>>,
+    /// Connection-level failures seen by any pool (see [`Lender`]).
+    failures: Arc<AtomicU64>,
+    url: String,
+    connection: AsyncConnectionConfig,
+    pool_size: usize,
+    timeout: Duration,
     prefix: String,
     rotate: Script,
     revoke: Script,
@@ -68,37 +216,65 @@ fn int(value: Option<&String>, what: &str) -> Result<i64, StoreError> {
 }
 
 impl RedisStore {
-    /// A pool to `url`; connects lazily, so an unreachable Redis is reported per request.
+    /// Pools to `url`, `pool_size` connections for each thread that uses the store; connects
+    /// lazily, so an unreachable Redis is reported per request.
     pub fn connect(
         url: &str,
         prefix: &str,
         pool_size: usize,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let connection = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let manager = Manager::new_with_config(url, connection)
-            .map_err(|e| StoreError::Unavailable(format!("redis.url: {e}")))?;
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(unavailable)?;
-        Ok(Self {
-            pool,
+        let store = Self {
+            pools: RwLock::default(),
+            failures: Arc::default(),
+            url: url.to_owned(),
+            connection: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout)),
+            pool_size,
+            timeout,
             prefix: prefix.to_owned(),
             rotate: Script::new(include_str!("lua/rotate_family.lua")),
             revoke: Script::new(include_str!("lua/revoke_family.lua")),
             throttle: Script::new(include_str!("lua/throttle_fail.lua")),
-        })
+        };
+        // A malformed URL is a configuration error, reported now rather than per request.
+        store.new_pool()?;
+        Ok(store)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        self.pool.get().await.map_err(unavailable)
+    fn new_pool(&self) -> Result<Pool, StoreError> {
+        let manager =
+            deadpool_redis::Manager::new_with_config(self.url.as_str(), self.connection.clone())
+                .map_err(|e| StoreError::Unavailable(format!("redis.url: {e}")))?;
+        managed::Pool::builder(Lender {
+            manager,
+            failures: Arc::clone(&self.failures),
+        })
+        .max_size(self.pool_size)
+        .wait_timeout(Some(self.timeout))
+        .create_timeout(Some(self.timeout))
+        .recycle_timeout(Some(self.timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(unavailable)
+    }
+
+    /// The calling thread's pool, made on its first use.
+    fn pool(&self) -> Result<Pool, StoreError> {
+        let thread = std::thread::current().id();
+        let pools = self.pools.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = pools.get(&thread) {
+            return Ok(pool.clone());
+        }
+        drop(pools);
+        let pool = self.new_pool()?;
+        let mut pools = self.pools.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(pools.entry(thread).or_insert(pool).clone())
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.pool()?.get().await.map_err(unavailable)
     }
 
     fn family_key(&self, fid: &str) -> String {
@@ -199,7 +375,10 @@ impl RedisStore {
             last_used: int(map.get("last_used"), "family last_used")?,
             idle_exp: exp,
             abs_exp: int(map.get("abs_exp"), "family abs_exp")?,
-            user_agent: map.get("ua").cloned().unwrap_or_default(),
+            user_agent: UA_FIELDS
+                .iter()
+                .filter_map(|k| map.get(k).map(String::as_str))
+                .collect(),
             ip: map.get("ip").cloned().unwrap_or_default(),
         }))
     }
@@ -286,22 +465,20 @@ impl Store for RedisStore {
         let exp = super::family_expiry(f.now, f.idle_ms, f.abs_exp);
         let mut conn = self.conn().await?;
         let key = self.family_key(&f.id);
+        let mut fields = vec![
+            ("uid", f.user_id.clone()),
+            ("gen", "0".to_owned()),
+            ("cur", f.secret_hash.clone()),
+            ("created", f.now.to_string()),
+            ("last_used", f.now.to_string()),
+            ("exp", exp.to_string()),
+            ("abs_exp", f.abs_exp.to_string()),
+            ("ip", f.ip.clone()),
+        ];
+        fields.extend(user_agent_fields(&f.user_agent));
         redis::pipe()
             .atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("uid", f.user_id.clone()),
-                    ("gen", "0".to_owned()),
-                    ("cur", f.secret_hash.clone()),
-                    ("created", f.now.to_string()),
-                    ("last_used", f.now.to_string()),
-                    ("exp", exp.to_string()),
-                    ("abs_exp", f.abs_exp.to_string()),
-                    ("ua", f.user_agent.clone()),
-                    ("ip", f.ip.clone()),
-                ],
-            )
+            .hset_multiple(&key, &fields)
             .ignore()
             .pexpire(&key, exp - f.now)
             .ignore()
