@@ -175,7 +175,7 @@ pub struct RedisConfig {
     pub url: Redacted,
     /// Prefix of every key the gateway writes.
     pub key_prefix: String,
-    /// Connections in the pool.
+    /// Connections in each worker thread's pool.
     pub pool_size: usize,
     /// Bound on connecting, waiting for a pooled connection, and each command.
     #[serde(with = "humantime_serde")]
