@@ -4,11 +4,11 @@
 //! Unknown users still cost one verification (against a dummy hash), so timing does not tell
 //! whether an email exists.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::{
-    password_hash::{PasswordHasher as _, PasswordVerifier as _},
-    Algorithm, Argon2, Params, PasswordHash, Version,
+    password_hash::{phc::Output, PasswordHasher as _},
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
 };
 use tokio::sync::Semaphore;
 
@@ -39,18 +39,50 @@ pub fn hash_blocking(password: &str) -> Result<String, PasswordError> {
         .map_err(|e| PasswordError::Hash(e.to_string()))
 }
 
-fn verify_blocking(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        argon2()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+/// Argon2's working memory (19 MiB with our parameters), reused from one verification to the
+/// next. A fresh allocation per login cost page faults every time, and on the blocking pool's
+/// many threads glibc kept one 19 MiB region per thread: 757 MiB of RSS after a login storm
+/// (bench/run.sh).
+type Memory = Vec<Block>;
+
+/// Verifies `password` against a PHC string in `memory` (grown to the hash's cost once). The
+/// argon2 crate's `verify_password` does the same with an allocation of its own.
+fn verify_blocking(password: &str, hash: &str, memory: &mut Memory) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        Algorithm::try_from(parsed.algorithm.as_str()),
+        Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(version)) => version,
+        Some(Err(_)) => return false,
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        .is_ok()
+        // `Output` compares in constant time.
+        && Output::new(&out).is_ok_and(|computed| computed == *expected)
 }
 
-/// Runs Argon2 on the blocking pool, at most `limit` at once.
+/// Runs Argon2 on the blocking pool, at most `limit` at once, each in one of at most `limit`
+/// reused working memories.
 #[derive(Debug, Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    memories: Arc<Mutex<Vec<Memory>>>,
     dummy_hash: Arc<str>,
 }
 
@@ -64,13 +96,14 @@ impl Passwords {
         };
         Ok(Self {
             permits: Arc::new(Semaphore::new(limit)),
+            memories: Arc::default(),
             dummy_hash: hash_blocking("bffgate dummy password for unknown users")?.into(),
         })
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
         let queued = std::time::Instant::now();
         let _permit = self
@@ -79,14 +112,29 @@ impl Passwords {
             .await
             .map_err(|_| PasswordError::Cancelled)?;
         crate::metrics::argon2_wait(queued.elapsed());
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| PasswordError::Cancelled)
+        // The permit bounds how many memories are out at once, so there are never more than
+        // `limit` of them.
+        let memories = Arc::clone(&self.memories);
+        let mut memory = memories
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let result = work(&mut memory);
+            memories
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(memory);
+            result
+        })
+        .await
+        .map_err(|_| PasswordError::Cancelled)
     }
 
     /// Hashes a new password.
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        self.run(move || hash_blocking(&password)).await?
+        self.run(move |_| hash_blocking(&password)).await?
     }
 
     /// Verifies `password` against `hash`; with no hash (unknown user) it verifies against a
@@ -98,7 +146,9 @@ impl Passwords {
     ) -> Result<bool, PasswordError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
-        let ok = self.run(move || verify_blocking(&password, &hash)).await?;
+        let ok = self
+            .run(move |memory| verify_blocking(&password, &hash, memory))
+            .await?;
         Ok(ok && known)
     }
 }
@@ -128,6 +178,50 @@ mod tests {
 
     #[test]
     fn garbage_hash_does_not_verify() {
-        assert!(!verify_blocking("x", "not a phc string"));
+        assert!(!verify_blocking(
+            "x",
+            "not a phc string",
+            &mut Memory::new()
+        ));
+    }
+
+    #[test]
+    fn verification_reuses_one_memory_and_agrees_with_the_crate() {
+        use argon2::password_hash::PasswordVerifier as _;
+        let hash = hash_blocking("correct horse").unwrap();
+        let parsed = PasswordHash::new(&hash).unwrap();
+        let mut memory = Memory::new();
+        for (password, expected) in [("correct horse", true), ("wrong horse", false)] {
+            assert_eq!(verify_blocking(password, &hash, &mut memory), expected);
+            assert_eq!(
+                argon2()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok(),
+                expected
+            );
+        }
+        assert_eq!(memory.len(), 19 * 1024, "one block per KiB of m_cost");
+        // A hash with other parameters (and another variant) still verifies in the same memory.
+        let other = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x10,
+            Params::new(8 * 1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"tiny")
+        .unwrap()
+        .to_string();
+        assert!(verify_blocking("tiny", &other, &mut memory));
+        assert!(!verify_blocking("tinY", &other, &mut memory));
+    }
+
+    #[tokio::test]
+    async fn concurrent_verifications_never_hold_more_memories_than_permits() {
+        let p = Passwords::new(2).unwrap();
+        let h = p.hash("correct horse".into()).await.unwrap();
+        let runs = (0..6).map(|_| p.verify("correct horse".into(), Some(h.clone())));
+        for ok in futures_util::future::join_all(runs).await {
+            assert!(ok.unwrap());
+        }
+        assert!(p.memories.lock().unwrap().len() <= 2);
     }
 }
