@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bffgate::{
     clock::{Clock as _, Millis, SystemClock},
     store::{
-        memory::MemoryStore, revoke_user_families, FamilyState, NewFamily, RevokeReason,
+        memory::MemoryStore, revoke_user_families, FamilyState, Liveness, NewFamily, RevokeReason,
         RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
     },
     tokens::new_id,
@@ -425,6 +425,42 @@ async fn throttle_forgets_after_the_window_and_on_reset(store: Arc<dyn Store>) {
     );
 }
 
+async fn liveness_agrees_with_the_family_state(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    let FamilyState::Live(info) = store.family(&f.id, f.t0 + 1).await.unwrap() else {
+        panic!("a new family is live");
+    };
+    assert_eq!(
+        store.family_liveness(&f.id, f.t0 + 1).await.unwrap(),
+        Liveness::Live {
+            user_id: "u1".into(),
+            idle_exp: info.idle_exp,
+            abs_exp: info.abs_exp,
+        }
+    );
+    assert_eq!(
+        store.family_liveness("nope", f.t0).await.unwrap(),
+        Liveness::Expired
+    );
+    let revoked = new_family(store.as_ref(), "u1", "r0").await;
+    store
+        .revoke_family(&revoked.id, RevokeReason::Logout, revoked.t0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .family_liveness(&revoked.id, revoked.t0 + 3)
+            .await
+            .unwrap(),
+        Liveness::Revoked
+    );
+    // Last: the memory store forgets a family once asked about it after its expiry.
+    assert_eq!(
+        store.family_liveness(&f.id, f.t0 + IDLE).await.unwrap(),
+        Liveness::Expired
+    );
+}
+
 macro_rules! acceptance_suite {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -464,6 +500,7 @@ acceptance_suite!(
     zero_grace_window_treats_every_replay_as_reuse,
     throttle_locks_after_free_failures_and_doubles,
     throttle_forgets_after_the_window_and_on_reset,
+    liveness_agrees_with_the_family_state,
 );
 
 #[tokio::test]

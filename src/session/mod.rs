@@ -14,8 +14,8 @@ use crate::{
     metrics,
     password::{Passwords, MAX_PASSWORD_BYTES},
     store::{
-        revoke_user_families, FamilyInfo, FamilyState, NewFamily, RevokeReason, RotateOutcome,
-        RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+        revoke_user_families, FamilyInfo, FamilyState, Liveness, NewFamily, RevokeReason,
+        RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
     },
     tokens::{new_id, peek_claims, unix_seconds, AccessClaims, RefreshToken, Sealer, Signer},
 };
@@ -401,22 +401,30 @@ impl Sessions {
                 })
                 .await;
         }
-        match self.store.family(&presented.family_id, now).await? {
-            FamilyState::Live(info) if info.user_id == claims.sub => Ok(Authenticated {
+        match self
+            .store
+            .family_liveness(&presented.family_id, now)
+            .await?
+        {
+            Liveness::Live {
+                user_id,
+                idle_exp,
+                abs_exp,
+            } if user_id == claims.sub => Ok(Authenticated {
                 user: UserView {
                     id: claims.sub,
                     email: claims.email,
                     roles: claims.roles,
                 },
                 session: SessionView {
-                    id: info.id,
+                    id: presented.family_id,
                     access_expires_at: access_exp,
-                    idle_expires_at: info.idle_exp,
-                    max_expires_at: info.abs_exp,
+                    idle_expires_at: idle_exp,
+                    max_expires_at: abs_exp,
                 },
                 renewed: None,
             }),
-            FamilyState::Revoked { .. } => Err(SessionError::Invalid(InvalidReason::Revoked)),
+            Liveness::Revoked => Err(SessionError::Invalid(InvalidReason::Revoked)),
             _ => Err(SessionError::Invalid(InvalidReason::Expired)),
         }
     }

@@ -6,8 +6,8 @@ use std::{future::Future, sync::Arc, time::Instant};
 use async_trait::async_trait;
 
 use super::{
-    FamilyInfo, FamilyState, NewFamily, RevokeReason, RotateOutcome, RotateRequest, Store,
-    StoreError, ThrottlePolicy, UserRecord,
+    FamilyInfo, FamilyState, Liveness, NewFamily, RevokeReason, RotateOutcome, RotateRequest,
+    Store, StoreError, ThrottlePolicy, UserRecord,
 };
 use crate::clock::Millis;
 
@@ -62,6 +62,10 @@ impl Store for Metered {
 
     async fn family(&self, id: &str, now: Millis) -> Result<FamilyState, StoreError> {
         timed("family", self.0.family(id, now)).await
+    }
+
+    async fn family_liveness(&self, id: &str, now: Millis) -> Result<Liveness, StoreError> {
+        timed("family_liveness", self.0.family_liveness(id, now)).await
     }
 
     async fn rotate(&self, request: &RotateRequest) -> Result<RotateOutcome, StoreError> {

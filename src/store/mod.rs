@@ -102,6 +102,32 @@ pub enum FamilyState {
     Expired,
 }
 
+/// What every authenticated request needs to know of its family at `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    Live {
+        user_id: String,
+        idle_exp: Millis,
+        abs_exp: Millis,
+    },
+    Revoked,
+    Expired,
+}
+
+impl From<FamilyState> for Liveness {
+    fn from(state: FamilyState) -> Self {
+        match state {
+            FamilyState::Live(info) => Self::Live {
+                user_id: info.user_id,
+                idle_exp: info.idle_exp,
+                abs_exp: info.abs_exp,
+            },
+            FamilyState::Revoked { .. } => Self::Revoked,
+            FamilyState::Expired => Self::Expired,
+        }
+    }
+}
+
 /// One rotation attempt.
 #[derive(Debug, Clone)]
 pub struct RotateRequest {
@@ -181,6 +207,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_family(&self, family: &NewFamily) -> Result<(), StoreError>;
     /// The family's state at `now` (one round trip).
     async fn family(&self, id: &str, now: Millis) -> Result<FamilyState, StoreError>;
+    /// The per-request check (one round trip): [`Store::family`] without the fields only the
+    /// sessions list needs. A store that can read less overrides it.
+    async fn family_liveness(&self, id: &str, now: Millis) -> Result<Liveness, StoreError> {
+        Ok(self.family(id, now).await?.into())
+    }
     /// Rotates atomically (one round trip); see [`RotateOutcome`].
     async fn rotate(&self, request: &RotateRequest) -> Result<RotateOutcome, StoreError>;
     /// Marks a family revoked, keeping it as a tombstone until it expires. `true` if it was live.

@@ -33,8 +33,8 @@ use deadpool_redis::{
 };
 
 use super::{
-    FamilyInfo, FamilyState, NewFamily, RevokeReason, RotateOutcome, RotateRequest, Store,
-    StoreError, ThrottlePolicy, UserRecord,
+    FamilyInfo, FamilyState, Liveness, NewFamily, RevokeReason, RotateOutcome, RotateRequest,
+    Store, StoreError, ThrottlePolicy, UserRecord,
 };
 use crate::clock::Millis;
 
@@ -504,6 +504,36 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Self::family_state(id, fields, now)
+    }
+
+    async fn family_liveness(&self, id: &str, now: Millis) -> Result<Liveness, StoreError> {
+        let mut conn = self.conn().await?;
+        let (uid, revoked, exp, abs_exp): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = redis::cmd("HMGET")
+            .arg(self.family_key(id))
+            .arg(&["uid", "revoked", "exp", "abs_exp"])
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let Some(user_id) = uid else {
+            return Ok(Liveness::Expired);
+        };
+        if revoked.is_some() {
+            return Ok(Liveness::Revoked);
+        }
+        let idle_exp = int(exp.as_ref(), "family exp")?;
+        if now >= idle_exp {
+            return Ok(Liveness::Expired);
+        }
+        Ok(Liveness::Live {
+            user_id,
+            idle_exp,
+            abs_exp: int(abs_exp.as_ref(), "family abs_exp")?,
+        })
     }
 
     async fn rotate(&self, r: &RotateRequest) -> Result<RotateOutcome, StoreError> {
