@@ -67,6 +67,11 @@ fn verify_blocking(password: &str, hash: &str, memory: &mut Memory) -> bool {
     };
     let blocks = params.block_count();
     if memory.len() < blocks {
+        // As the crate does: no memory for the hash's cost is a failed verification, not an
+        // abort.
+        if memory.try_reserve_exact(blocks - memory.len()).is_err() {
+            return false;
+        }
         memory.resize(blocks, Block::default());
     }
     let mut out = vec![0u8; expected.len()];
@@ -106,26 +111,27 @@ impl Passwords {
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
         let queued = std::time::Instant::now();
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| PasswordError::Cancelled)?;
         crate::metrics::argon2_wait(queued.elapsed());
-        // The permit bounds how many memories are out at once, so there are never more than
-        // `limit` of them.
         let memories = Arc::clone(&self.memories);
         let mut memory = memories
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
             .unwrap_or_default();
+        // The permit goes with the work: a request that is cancelled while Argon2 runs
+        // (the client went away) frees its slot only when the run ends, so there are never
+        // more than `limit` runs, nor memories.
         tokio::task::spawn_blocking(move || {
             let result = work(&mut memory);
             memories
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(memory);
+            drop(permit);
             result
         })
         .await
@@ -212,6 +218,23 @@ mod tests {
         .to_string();
         assert!(verify_blocking("tiny", &other, &mut memory));
         assert!(!verify_blocking("tinY", &other, &mut memory));
+    }
+
+    #[tokio::test]
+    async fn cancelled_verifications_keep_their_slot_until_argon2_ends() {
+        let p = Passwords::new(1).unwrap();
+        let h = p.hash("correct horse".into()).await.unwrap();
+        // Start a verification and drop it once its Argon2 run is under way.
+        let started = p.verify("correct horse".into(), Some(h.clone()));
+        let cancelled = tokio::time::timeout(std::time::Duration::from_millis(1), started).await;
+        assert!(cancelled.is_err(), "the verification was cancelled mid-run");
+        assert_eq!(
+            p.permits.available_permits(),
+            0,
+            "the cancelled run still holds its slot"
+        );
+        assert!(p.verify("correct horse".into(), Some(h)).await.unwrap());
+        assert!(p.memories.lock().unwrap().len() <= 1);
     }
 
     #[tokio::test]
