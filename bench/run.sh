@@ -122,14 +122,15 @@ COOKIE="$(login_cookie)"
 [ -n "$COOKIE" ] || { echo "login failed" >&2; exit 1; }
 curl -fs -o /dev/null -H "Cookie: $COOKIE" -H 'X-CSRF: 1' "http://127.0.0.1:$GW_PORT/api/me"
 
-# wrk output → "rps p50_ms p99_ms non2xx"
+# wrk output → "rps p50_ms p99_ms failed", failed counting non-2xx answers and timeouts (a
+# request that timed out is missing from wrk's latencies, so its p99 would read low).
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 }; printf "%.3f", v }'; }
 parse_wrk() { # file
   local rps p50 p99 bad
   rps="$(awk '/^Requests\/sec:/ {print $2}' "$1")"
   p50="$(awk '$1=="50%" {print $2}' "$1" | to_ms)"
   p99="$(awk '$1=="99%" {print $2}' "$1" | to_ms)"
-  bad="$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$1")"
+  bad="$(awk '/Non-2xx or 3xx responses:/ {n+=$5} /Socket errors:/ {n+=$NF} END {print n+0}' "$1")"
   echo "${rps:-0} ${p50:-0} ${p99:-0} ${bad:-0}"
 }
 run_wrk() { # name connections seconds url [wrk args...]
@@ -152,7 +153,7 @@ for round in $(seq 1 "$ROUNDS"); do
                  -H "Cookie: $COOKIE" -H 'X-CSRF: 1')" ;;
     esac
     read -r rps p50 p99 bad <<<"$out"
-    [ "$bad" = 0 ] || { echo "$target: $bad non-2xx answers" >&2; exit 1; }
+    [ "$bad" = 0 ] || { echo "$target: $bad non-2xx answers or timeouts" >&2; exit 1; }
     R[$target.rps]+="$rps "; R[$target.p50]+="$p50 "; R[$target.p99]+="$p99 "
     echo "  round $round $target: $rps req/s, p50 $p50 ms, p99 $p99 ms" >&2
   done
@@ -173,7 +174,8 @@ printf 'a benchmark password' | "$BIN" user add bench@example.com --password-std
 echo "rotation with 1,000 live families…" >&2
 read -r ROT_RPS ROT_P50 ROT_P99 ROT_BAD <<<"$(rotation_round rot1k "$ROUND_SECONDS")"
 [ "$ROT_BAD" = 0 ] || { echo "rotation: $ROT_BAD non-2xx answers" >&2; exit 1; }
-# Peak memory under the request loads (before logins add Argon2's working memory).
+# Peak memory under the request loads (the 1 + CHAINS logins so far already used one
+# Argon2 working memory).
 RSS_LOAD_KB="$(awk '/VmHWM/ {print $2}' /proc/$GW_PID/status)"
 
 # Logins beside one Argon2 verification, and /healthz (probed 100 times a second, as a load
@@ -233,8 +235,8 @@ LOGIN_CEILING=$(awk -v c="$CORES" -v ms="$ARGON_MS" 'BEGIN { printf "%.1f", c * 
   echo "| logins/s (8 connections) | $LOGIN_RPS (p50 $LOGIN_P50 ms) | ≥ 80 % of $CORES ÷ $ARGON_MS ms = $LOGIN_CEILING | $(verdict "$LOGIN_RPS >= 0.8 * $LOGIN_CEILING") |"
   echo "| one Argon2id verification | $ARGON_MS ms | | |"
   echo "| /healthz p99 during the login storm (100 probes/s) | $HZ_P99 ms (p50 $HZ_P50, max $HZ_MAX) | < 10 ms | $(verdict "$HZ_P99 < 10") |"
-  echo "| gateway peak RSS under proxy and rotation load | $(( RSS_LOAD_KB / 1024 )) MiB | < 64 MiB | $(verdict "$RSS_LOAD_KB < 65536") |"
-  echo "| gateway peak RSS after the login storm too (Argon2: 19 MiB per core, by design) | $(( RSS_KB / 1024 )) MiB | | |"
+  echo "| gateway peak RSS under proxy and rotation load (incl. one Argon2 memory) | $(( RSS_LOAD_KB / 1024 )) MiB | < 64 MiB | $(verdict "$RSS_LOAD_KB < 65536") |"
+  echo "| gateway peak RSS after the login storm too (Argon2: 19 MiB per core) | $(( RSS_KB / 1024 )) MiB | | |"
   echo "| Redis memory per family ($MEMORY_FAMILIES families) | $BYTES_PER_FAMILY bytes | ≤ 1,024 | $(verdict "$BYTES_PER_FAMILY <= 1024") |"
   echo "| rotation p99, 1,000 → $SCALE_FAMILIES families | $ROT_P99 → $ROTM_P99 ms ($ROTM_RPS/s) | ≤ 1.25× | $(verdict "$ROTM_P99 <= 1.25 * $ROT_P99") |"
 } | tee "$OUT"

@@ -83,8 +83,9 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// which doubled the Redis round trips of every authenticated request. This manager checks a
 /// connection only when it sat idle for longer than [`IDLE_CHECK`], or when any connection of
 /// the store failed since its last check (Redis restarted: every pooled connection is
-/// suspect, and only the request that found out fails). A connection that failed itself is
-/// dropped.
+/// suspect). After a restart, the requests already under way on old connections fail (503,
+/// cookie kept); every request that starts after the first failure gets a checked or new
+/// connection. A connection that failed itself is dropped.
 struct Lender {
     manager: deadpool_redis::Manager,
     failures: Arc<AtomicU64>,
