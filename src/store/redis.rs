@@ -210,6 +210,32 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
+/// What a family hash's `uid`, `revoked`, `exp` and `abs_exp` fields say at `now`: the one
+/// decision behind both the per-request check and the full read of a family.
+fn liveness(
+    uid: Option<&String>,
+    revoked: bool,
+    exp: Option<&String>,
+    abs_exp: Option<&String>,
+    now: Millis,
+) -> Result<Liveness, StoreError> {
+    let Some(user_id) = uid else {
+        return Ok(Liveness::Expired);
+    };
+    if revoked {
+        return Ok(Liveness::Revoked);
+    }
+    let idle_exp = int(exp, "family exp")?;
+    if now >= idle_exp {
+        return Ok(Liveness::Expired);
+    }
+    Ok(Liveness::Live {
+        user_id: user_id.clone(),
+        idle_exp,
+        abs_exp: int(abs_exp, "family abs_exp")?,
+    })
+}
+
 fn int(value: Option<&String>, what: &str) -> Result<i64, StoreError> {
     value
         .and_then(|v| v.parse().ok())
@@ -356,26 +382,33 @@ impl RedisStore {
             .zip(fields)
             .filter_map(|(k, v)| v.map(|v| (*k, v)))
             .collect();
-        let Some(uid) = map.get("uid") else {
-            return Ok(FamilyState::Expired);
+        let (user_id, idle_exp, abs_exp) = match liveness(
+            map.get("uid"),
+            map.contains_key("revoked"),
+            map.get("exp"),
+            map.get("abs_exp"),
+            now,
+        )? {
+            Liveness::Live {
+                user_id,
+                idle_exp,
+                abs_exp,
+            } => (user_id, idle_exp, abs_exp),
+            Liveness::Revoked => {
+                return Ok(FamilyState::Revoked {
+                    reason: map.get("revoked").cloned().unwrap_or_default(),
+                })
+            }
+            Liveness::Expired => return Ok(FamilyState::Expired),
         };
-        if let Some(reason) = map.get("revoked") {
-            return Ok(FamilyState::Revoked {
-                reason: reason.clone(),
-            });
-        }
-        let exp = int(map.get("exp"), "family exp")?;
-        if now >= exp {
-            return Ok(FamilyState::Expired);
-        }
         Ok(FamilyState::Live(FamilyInfo {
             id: fid.to_owned(),
-            user_id: uid.clone(),
+            user_id,
             generation: u64::try_from(int(map.get("gen"), "family gen")?).unwrap_or(0),
             created: int(map.get("created"), "family created")?,
             last_used: int(map.get("last_used"), "family last_used")?,
-            idle_exp: exp,
-            abs_exp: int(map.get("abs_exp"), "family abs_exp")?,
+            idle_exp,
+            abs_exp,
             user_agent: UA_FIELDS
                 .iter()
                 .filter_map(|k| map.get(k).map(String::as_str))
@@ -520,21 +553,13 @@ impl Store for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let Some(user_id) = uid else {
-            return Ok(Liveness::Expired);
-        };
-        if revoked.is_some() {
-            return Ok(Liveness::Revoked);
-        }
-        let idle_exp = int(exp.as_ref(), "family exp")?;
-        if now >= idle_exp {
-            return Ok(Liveness::Expired);
-        }
-        Ok(Liveness::Live {
-            user_id,
-            idle_exp,
-            abs_exp: int(abs_exp.as_ref(), "family abs_exp")?,
-        })
+        liveness(
+            uid.as_ref(),
+            revoked.is_some(),
+            exp.as_ref(),
+            abs_exp.as_ref(),
+            now,
+        )
     }
 
     async fn rotate(&self, r: &RotateRequest) -> Result<RotateOutcome, StoreError> {
