@@ -38,7 +38,9 @@ use super::{
 };
 use crate::clock::Millis;
 
-const FAMILY_FIELDS: [&str; 13] = [
+/// The fields [`RedisStore::family_state`] reads. The secret hashes (`cur`, `prev`) are only
+/// ever compared inside the rotation script, never read out.
+const FAMILY_FIELDS: [&str; 12] = [
     "uid",
     "gen",
     "created",
@@ -51,7 +53,6 @@ const FAMILY_FIELDS: [&str; 13] = [
     "ua3",
     "ip",
     "revoked",
-    "cur",
 ];
 
 /// The user agent's fields, 64 bytes each: a hash with a value over `hash-max-listpack-value`
