@@ -98,7 +98,6 @@ struct Pooled {
     conn: MultiplexedConnection,
     broken: bool,
     checked_at: u64,
-    failures: Arc<AtomicU64>,
 }
 
 impl managed::Manager for Lender {
@@ -110,7 +109,6 @@ impl managed::Manager for Lender {
             conn: self.manager.create().await?,
             broken: false,
             checked_at: self.failures.load(Ordering::Acquire),
-            failures: Arc::clone(&self.failures),
         })
     }
 
@@ -143,7 +141,9 @@ impl Conn {
         if let Err(e) = &result {
             if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
                 self.0.broken = true;
-                self.0.failures.fetch_add(1, Ordering::AcqRel);
+                if let Some(pool) = managed::Object::pool(&self.0) {
+                    pool.manager().failures.fetch_add(1, Ordering::AcqRel);
+                }
             }
         }
         result
