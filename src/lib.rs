@@ -7,11 +7,7 @@
 
 pub mod clock;
 pub mod config;
-pub mod cookies;
-pub mod csrf;
 pub mod demo;
-pub mod demo_api;
-pub mod errors;
 pub mod handlers;
 pub mod metrics;
 pub mod password;
@@ -20,29 +16,27 @@ pub mod session;
 pub mod store;
 pub mod tokens;
 pub mod users;
+pub mod web;
 
-use std::{net::TcpListener, sync::Arc, time::Instant};
+use std::{net::TcpListener, sync::Arc};
 
 use actix_web::{
-    body::MessageBody,
-    dev::{Server, ServiceRequest, ServiceResponse},
-    http::header,
-    middleware::{from_fn, DefaultHeaders, Next},
-    web::{self, Data},
-    App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer,
+    dev::Server,
+    middleware::{from_fn, DefaultHeaders},
+    web::{self as actix, Data},
+    App, HttpServer,
 };
-use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{
     clock::{Clock, SystemClock},
     config::Config,
-    cookies::CookieSettings,
-    csrf::PublicOrigin,
-    errors::ApiError,
+    handlers::metrics::metrics_endpoint,
     password::Passwords,
     session::{SessionSettings, Sessions},
     store::{memory::MemoryStore, metered::Metered, redis::RedisStore, Store},
-    tokens::{new_id, Sealer, Signer},
+    tokens::{Sealer, Signer},
+    web::{context::log_request, cookie, cookie::CookieSettings, csrf, csrf::PublicOrigin},
+    web::{ApiError, AppState},
 };
 
 /// Largest JSON body `/auth/*` accepts.
@@ -57,13 +51,6 @@ pub enum BuildError {
     Setup(String),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
-}
-
-/// What every handler shares.
-#[derive(Debug)]
-pub struct AppState {
-    pub sessions: Sessions,
-    pub signer: Arc<Signer>,
 }
 
 /// Opens the configured store: Redis when `[redis]` is set, else the embedded memory store.
@@ -82,78 +69,13 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, BuildError> {
     }
 }
 
-/// The request's id: the client's `X-Request-Id` when well-formed, else a new one. Set by
-/// the request-log middleware, echoed on the response, forwarded upstream.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-impl RequestId {
-    /// The id of `req` (a new one outside the middleware, e.g. in unit tests).
-    pub fn of(req: &HttpRequest) -> String {
-        req.extensions()
-            .get::<RequestId>()
-            .map(|id| id.0.clone())
-            .unwrap_or_else(|| new_id().unwrap_or_default())
-    }
-}
-
-/// The configured route prefix a proxied request matched, for logs (never the raw path).
-#[derive(Debug, Clone)]
-pub struct RouteLabel(pub String);
-
-/// Middleware, outermost: gives every request an id and logs one line per request with
-/// its route, status and latency (to the response head; bodies may still be streaming).
-async fn log_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let id = proxy::headers::valid_request_id(req.headers())
-        .or_else(|| new_id().ok())
-        .unwrap_or_default();
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let method = req.method().clone();
-    let mut res = next.call(req).await?;
-    let route = res
-        .request()
-        .extensions()
-        .get::<RouteLabel>()
-        .map(|r| r.0.clone())
-        .or_else(|| res.request().match_pattern())
-        .unwrap_or_else(|| "static".into());
-    if let Ok(value) = header::HeaderValue::from_str(&id) {
-        res.headers_mut()
-            .insert(header::HeaderName::from_static("x-request-id"), value);
-    }
-    tracing::info!(
-        target: "bffgate::request",
-        request_id = %id,
-        method = %method,
-        route = %route,
-        status = res.status().as_u16(),
-        latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
-        "request"
-    );
-    Ok(res)
-}
-
-/// Prometheus metrics (text exposition format). Served here unless `metrics.listen` moves
-/// them to their own address; absent when `metrics.enabled = false`.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain")))]
-pub async fn metrics_endpoint(handle: Data<PrometheusHandle>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(handle.render())
-}
-
 /// A server for `/metrics` alone, on its own listener (`metrics.listen`).
 pub fn metrics_server(listener: TcpListener) -> std::io::Result<Server> {
     let handle = Data::new(metrics::handle());
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(handle.clone())
-            .route("/metrics", web::get().to(metrics_endpoint))
+            .route("/metrics", actix::get().to(metrics_endpoint))
     })
     .workers(1)
     .listen(listener)?
@@ -177,7 +99,7 @@ impl Gateway {
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
         config.validate()?;
         let store = open_store(&config)?;
-        Self::with_store(config, store, clock)
+        Self::assemble(config, store, clock)
     }
 
     /// Builds the gateway on a given store.
@@ -187,6 +109,15 @@ impl Gateway {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, BuildError> {
         config.validate()?;
+        Self::assemble(config, store, clock)
+    }
+
+    /// Keys, store and sessions from a configuration its caller validated.
+    fn assemble(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BuildError> {
         if config.metrics.enabled {
             metrics::handle();
         }
@@ -252,7 +183,7 @@ impl Gateway {
         let metrics_handle = Data::new(metrics::handle());
         let shutdown = config.shutdown_timeout.as_secs();
         let server = HttpServer::new(move || {
-            let json = web::JsonConfig::default()
+            let json = actix::JsonConfig::default()
                 .limit(MAX_JSON_BODY)
                 .content_type_required(true)
                 .error_handler(|err, _req| ApiError::from(err).into());
@@ -267,21 +198,21 @@ impl Gateway {
                 .app_data(Data::new(proxy::upstream_client()))
                 .app_data(json)
                 .app_data(
-                    web::PathConfig::default()
+                    actix::PathConfig::default()
                         .error_handler(|err, _req| ApiError::BadRequest(err.to_string()).into()),
                 )
                 .app_data(metrics_handle.clone())
                 .wrap(cookie_data.middleware())
-                .wrap(from_fn(cookies::clear_when_marked))
+                .wrap(from_fn(cookie::clear_when_marked))
                 // Before anything reads (and caches) the request's cookies.
-                .wrap(from_fn(cookies::reseal_previous))
+                .wrap(from_fn(cookie::reseal_previous))
                 .wrap(from_fn(log_request))
                 .service(handlers::health::healthz)
                 .service(handlers::health::readyz)
                 .service(handlers::health::jwks)
                 .service(handlers::openapi::openapi_json)
                 .service(
-                    web::scope("/auth")
+                    actix::scope("/auth")
                         .wrap(from_fn(csrf::require))
                         .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
                         .service(handlers::auth::login)
@@ -293,11 +224,11 @@ impl Gateway {
                         .service(handlers::auth::revoke),
                 );
             let app = if metrics_here {
-                app.route("/metrics", web::get().to(metrics_endpoint))
+                app.route("/metrics", actix::get().to(metrics_endpoint))
             } else {
                 app
             };
-            app.default_service(web::to(proxy::dispatch))
+            app.default_service(actix::to(proxy::dispatch))
         })
         .listen(listener)?
         .shutdown_timeout(shutdown)

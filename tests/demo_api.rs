@@ -9,7 +9,7 @@ use awc::ws;
 use bffgate::{
     clock::{Clock as _, SystemClock},
     config::{AuthMode, RouteConfig},
-    demo_api::{build_demo_api, DemoApiSettings},
+    demo::api::{build_demo_api, DemoApiSettings},
     tokens::{generate_ed25519_pkcs8, new_id, pkcs8_pem, AccessClaims, Signer},
 };
 use common::*;

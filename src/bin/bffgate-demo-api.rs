@@ -3,7 +3,7 @@
 
 use std::{net::TcpListener, process::ExitCode};
 
-use bffgate::demo_api::{build_demo_api, DemoApiSettings};
+use bffgate::demo::api::{build_demo_api, DemoApiSettings};
 use clap::Parser;
 
 #[derive(Parser)]

@@ -1,7 +1,8 @@
 //! `/auth/*`: login, refresh, logout, logout-all, the current session and the session list.
 //!
 //! Every route here sits behind the CSRF check and answers `Cache-Control: no-store`
-//! (see `lib.rs`). Cookies are only touched through `cookies`.
+//! (see `lib.rs`). The session cookie is only reached through the signed-in step
+//! (`web::signed_in`).
 
 use actix_session::Session;
 use actix_web::{
@@ -13,16 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::rfc3339,
-    cookies::{self, ClearSessionCookie},
-    errors::{ApiError, Problem},
-    session::{
-        Authenticated, ClientInfo, CookieTokens, InvalidReason, Refresh, SessionView, UserView,
+    session::{Refresh, SessionView, UserView},
+    web::{
+        context::client_info,
+        problem::{ApiError, Problem},
+        signed_in, AppState,
     },
-    AppState,
 };
-
-/// Longest user agent kept with a session.
-const MAX_USER_AGENT: usize = 256;
 
 /// `POST /auth/login` body.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -85,38 +83,13 @@ pub struct Refreshed {
     session: SessionJson,
 }
 
-/// Who sent the request: its address and (shortened) user agent.
-pub fn client_info(req: &HttpRequest) -> ClientInfo {
-    let user_agent = req
-        .headers()
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .chars()
-        .take(MAX_USER_AGENT)
-        .collect();
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    ClientInfo { user_agent, ip }
-}
-
-fn tokens(session: &Session) -> Result<CookieTokens, ApiError> {
-    cookies::read(session).ok_or(ApiError::Unauthenticated(InvalidReason::Missing))
-}
-
-/// Stores rotated tokens, if any, so the middleware sends the new cookie.
-fn keep(session: &Session, auth: &Authenticated) -> Result<(), ApiError> {
-    match &auth.renewed {
-        Some(tokens) => cookies::write(session, tokens).map_err(ApiError::Internal),
-        None => Ok(()),
-    }
-}
-
-fn cleared(mut response: HttpResponse) -> HttpResponse {
-    response.extensions_mut().insert(ClearSessionCookie);
-    response
+/// A 204 that ends the request's session: the cookie is removed and the browser told to
+/// forget it.
+fn signed_out(req: &HttpRequest) -> HttpResponse {
+    signed_in::end(req);
+    HttpResponse::NoContent()
+        .insert_header(("Clear-Site-Data", "\"cookies\""))
+        .finish()
 }
 
 /// Checks email and password and opens a session: the answer sets the session cookie.
@@ -147,12 +120,12 @@ pub async fn login(
             "email and password are required".into(),
         ));
     }
-    let previous = cookies::read(&session);
+    let previous = signed_in::presented(&session);
     let auth = state
         .sessions
         .login(&email, password, client_info(&req), previous)
         .await?;
-    keep(&session, &auth)?;
+    let auth = signed_in::opened(&session, auth)?;
     Ok(HttpResponse::Ok().json(SignedIn {
         session: SessionJson::from(&auth.session),
         user: auth.user,
@@ -177,11 +150,9 @@ pub async fn refresh(
     req: HttpRequest,
     session: Session,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state
-        .sessions
-        .authenticate(&tokens(&session)?, Refresh::Force, &client_info(&req))
-        .await?;
-    keep(&session, &auth)?;
+    let auth = signed_in::required(&req, &session, &state.sessions, Refresh::Force)
+        .await?
+        .auth;
     Ok(HttpResponse::Ok().json(Refreshed {
         session: SessionJson::from(&auth.session),
     }))
@@ -203,14 +174,10 @@ pub async fn logout(
     req: HttpRequest,
     session: Session,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(tokens) = cookies::read(&session) {
+    if let Some(tokens) = signed_in::presented(&session) {
         state.sessions.logout(&tokens, &client_info(&req)).await?;
     }
-    Ok(cleared(
-        HttpResponse::NoContent()
-            .insert_header(("Clear-Site-Data", "\"cookies\""))
-            .finish(),
-    ))
+    Ok(signed_out(&req))
 }
 
 /// Revokes every session of the signed-in user.
@@ -231,17 +198,11 @@ pub async fn logout_all(
     req: HttpRequest,
     session: Session,
 ) -> Result<HttpResponse, ApiError> {
-    let client = client_info(&req);
-    let auth = state
-        .sessions
-        .authenticate(&tokens(&session)?, Refresh::IfDue, &client)
-        .await?;
-    state.sessions.logout_all(&auth, &client).await?;
-    Ok(cleared(
-        HttpResponse::NoContent()
-            .insert_header(("Clear-Site-Data", "\"cookies\""))
-            .finish(),
-    ))
+    let auth = signed_in::required(&req, &session, &state.sessions, Refresh::IfDue)
+        .await?
+        .auth;
+    state.sessions.logout_all(&auth, &client_info(&req)).await?;
+    Ok(signed_out(&req))
 }
 
 /// Who is signed in and when the session ends; rotates the tokens when due.
@@ -262,11 +223,9 @@ pub async fn current(
     req: HttpRequest,
     session: Session,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state
-        .sessions
-        .authenticate(&tokens(&session)?, Refresh::IfDue, &client_info(&req))
-        .await?;
-    keep(&session, &auth)?;
+    let auth = signed_in::required(&req, &session, &state.sessions, Refresh::IfDue)
+        .await?
+        .auth;
     Ok(HttpResponse::Ok().json(SignedIn {
         session: SessionJson::from(&auth.session),
         user: auth.user,
@@ -291,11 +250,9 @@ pub async fn list(
     req: HttpRequest,
     session: Session,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = state
-        .sessions
-        .authenticate(&tokens(&session)?, Refresh::IfDue, &client_info(&req))
-        .await?;
-    keep(&session, &auth)?;
+    let auth = signed_in::required(&req, &session, &state.sessions, Refresh::IfDue)
+        .await?
+        .auth;
     let items: Vec<SessionListItem> = state
         .sessions
         .list(&auth)
@@ -336,15 +293,15 @@ pub async fn revoke(
     session: Session,
     id: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = client_info(&req);
-    let auth = state
+    let auth = signed_in::required(&req, &session, &state.sessions, Refresh::IfDue)
+        .await?
+        .auth;
+    state
         .sessions
-        .authenticate(&tokens(&session)?, Refresh::IfDue, &client)
+        .revoke(&auth, &id, &client_info(&req))
         .await?;
-    state.sessions.revoke(&auth, &id, &client).await?;
     if *id == auth.session.id {
-        return Ok(cleared(HttpResponse::NoContent().finish()));
+        signed_in::end(&req);
     }
-    keep(&session, &auth)?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -2,7 +2,7 @@
 
 use actix_web::{get, web::Data, HttpResponse};
 
-use crate::{errors::ApiError, AppState};
+use crate::web::{ApiError, AppState};
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
@@ -16,7 +16,7 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "The store answers.", body = Object, example = json!({"status": "ready"})),
-        (status = 503, description = "The store is unreachable.", body = crate::errors::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable.", body = crate::web::problem::Problem, content_type = "application/problem+json"),
     ))]
 #[get("/readyz")]
 pub async fn readyz(state: Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document of the gateway's own endpoints, generated from the handlers'
-//! annotations and served at `GET /openapi.json`. `tests/openapi.rs` checks it against the
+//! annotations and served at `GET /openapi.json`. `tests/operations.rs` checks it against the
 //! routes the gateway really answers.
 
 use std::sync::LazyLock;
@@ -10,7 +10,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{auth, health};
+use super::{auth, health, metrics};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,10 +31,10 @@ use super::{auth, health};
         health::healthz,
         health::readyz,
         health::jwks,
-        crate::metrics_endpoint,
+        metrics::metrics_endpoint,
         openapi_json,
     ),
-    components(schemas(crate::errors::Problem)),
+    components(schemas(crate::web::problem::Problem)),
     modifiers(&SessionCookie),
     tags(
         (name = "auth", description = "Sign-in and sessions. Every request needs `X-CSRF: 1`."),

@@ -141,16 +141,6 @@ fn sets_cookie(value: &HeaderValue, name: &str) -> bool {
         .is_some_and(|(n, _)| n.trim() == name)
 }
 
-/// The client's `X-Request-Id` if well-formed (1–128 of `[A-Za-z0-9._-]`).
-pub fn valid_request_id(headers: &HeaderMap) -> Option<String> {
-    let id = headers.get("x-request-id")?.to_str().ok()?;
-    let ok = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    ok.then(|| id.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,18 +216,5 @@ mod tests {
         assert_eq!(cookies, vec!["theme=light"]);
         assert!(out.get("transfer-encoding").is_none());
         assert_eq!(out.get("content-type").unwrap(), "text/plain");
-    }
-
-    #[test]
-    fn request_ids_are_kept_only_when_well_formed() {
-        assert_eq!(
-            valid_request_id(&map(&[("x-request-id", "abc-123.x_y")])).as_deref(),
-            Some("abc-123.x_y")
-        );
-        assert_eq!(
-            valid_request_id(&map(&[("x-request-id", "has space")])),
-            None
-        );
-        assert_eq!(valid_request_id(&map(&[])), None);
     }
 }

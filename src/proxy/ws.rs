@@ -12,7 +12,7 @@ use actix_web::{
 use awc::ws::{Frame, Message};
 use futures_util::{SinkExt as _, StreamExt as _};
 
-use crate::errors::ApiError;
+use crate::web::ApiError;
 
 /// Largest frame relayed in either direction.
 const MAX_FRAME: usize = 1024 * 1024;

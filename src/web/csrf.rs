@@ -14,7 +14,7 @@ use actix_web::{
     web::Data,
 };
 
-use crate::errors::ApiError;
+use super::problem::ApiError;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,9 @@
 //! security) under the cookie key. `Max-Age` is the idle timeout, renewed whenever the cookie
 //! changes; the server alone decides validity. A cookie that does not open is treated as
 //! absent and, on a 401, removed.
+//!
+//! Removal is decided in one way only: [`clear`] marks the request, and the
+//! [`clear_when_marked`] middleware answers with a removal cookie if the request carried one.
 
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use actix_web::{
     http::header,
     middleware::Next,
     web::Data,
-    HttpRequest,
+    HttpMessage as _, HttpRequest,
 };
 
 use crate::{config::Config, session::CookieTokens};
@@ -27,9 +30,19 @@ use crate::{config::Config, session::CookieTokens};
 const ACCESS: &str = "at";
 const REFRESH: &str = "rt";
 
-/// Marker a response carries when the session cookie must be removed.
+/// Marker a request carries when its answer must remove the session cookie (see [`clear`]).
 #[derive(Debug, Clone, Copy)]
-pub struct ClearSessionCookie;
+struct ClearSessionCookie;
+
+/// Marks `req` so that its answer, whatever it is, removes the session cookie (if the request
+/// carried one): the session is over, or it did not open.
+pub fn clear(req: &HttpRequest) {
+    req.extensions_mut().insert(ClearSessionCookie);
+}
+
+fn is_marked(req: &HttpRequest) -> bool {
+    req.extensions().get::<ClearSessionCookie>().is_some()
+}
 
 /// How the session cookie is named, scoped and sealed.
 #[derive(Clone)]
@@ -170,8 +183,8 @@ pub fn write(session: &Session, tokens: &CookieTokens) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Middleware: removes the session cookie when a response is marked [`ClearSessionCookie`]
-/// and the request carried one. Removal is never decided anywhere else.
+/// Middleware: removes the session cookie when the request was marked by [`clear`] and
+/// carried one. Removal is never decided anywhere else.
 pub async fn clear_when_marked(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -181,17 +194,24 @@ pub async fn clear_when_marked(
         .as_ref()
         .is_some_and(|s| s.is_present(req.request()));
     let mut res = next.call(req).await?;
-    let marked = res
-        .response()
-        .extensions()
-        .get::<ClearSessionCookie>()
-        .is_some();
+    let marked = is_marked(res.request());
     if let (true, true, Some(settings)) = (marked, had_cookie, settings) {
         let value = header::HeaderValue::from_str(&settings.removal().to_string())
             .map_err(actix_web::error::ErrorInternalServerError)?;
-        res.response_mut()
-            .headers_mut()
-            .append(header::SET_COOKIE, value);
+        let headers = res.response_mut().headers_mut();
+        // A session that ended in the same request may have rotated first: the removal
+        // replaces that cookie rather than following it.
+        let ours = format!("{}=", settings.name);
+        let others: Vec<header::HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .filter(|v| !v.as_bytes().starts_with(ours.as_bytes()))
+            .cloned()
+            .collect();
+        headers.remove(header::SET_COOKIE);
+        for other in others {
+            headers.append(header::SET_COOKIE, other);
+        }
+        headers.append(header::SET_COOKIE, value);
     }
     Ok(res)
 }
@@ -217,12 +237,7 @@ pub async fn reseal_previous(
             .filter_map(|v| v.to_str().ok())
             .filter_map(|v| Cookie::parse_encoded(v).ok())
             .any(|c| c.name() == settings.name);
-        let clears = res
-            .response()
-            .extensions()
-            .get::<ClearSessionCookie>()
-            .is_some();
-        if !sets_cookie && !clears {
+        if !sets_cookie && !is_marked(res.request()) {
             let cookie = settings.with_value(value);
             let value = header::HeaderValue::from_str(&cookie.encoded().to_string())
                 .map_err(actix_web::error::ErrorInternalServerError)?;

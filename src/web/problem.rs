@@ -8,10 +8,7 @@ use actix_web::{
     HttpResponse, ResponseError,
 };
 
-use crate::{
-    cookies::ClearSessionCookie,
-    session::{InvalidReason, SessionError},
-};
+use crate::session::{InvalidReason, SessionError};
 
 /// Seconds a client should wait before retrying after a store outage.
 pub const RETRY_AFTER_SECONDS: u32 = 2;
@@ -156,11 +153,9 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        let mut response = response.body(body);
-        if let Self::Unauthenticated(_) = self {
-            response.extensions_mut().insert(ClearSessionCookie);
-        }
-        response
+        // A 401 removes the session cookie: the signed-in step marked the request
+        // (`cookie::clear`); this type only answers.
+        response.body(body)
     }
 }
 
@@ -191,5 +186,51 @@ impl From<JsonPayloadError> for ApiError {
             JsonPayloadError::Deserialize(e) => Self::BadRequest(format!("invalid JSON body: {e}")),
             other => Self::BadRequest(format!("unreadable body: {other}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody as _;
+
+    fn body_of(e: &ApiError) -> (StatusCode, String) {
+        let response = e.error_response();
+        let status = response.status();
+        let bytes = response.into_body().try_into_bytes().unwrap_or_default();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[test]
+    fn a_500_answer_carries_no_internal_detail() {
+        let cause = "redis://:hunter2@10.0.0.5:6379 family fam:{abc} corrupt at field gen";
+        let (status, body) = body_of(&ApiError::Internal(cause.into()));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !body.contains("hunter2") && !body.contains("corrupt"),
+            "{body}"
+        );
+        let problem: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(problem["type"], "urn:bffgate:problem:internal");
+        assert_eq!(problem["status"], 500);
+        assert!(problem.get("detail").is_none(), "{body}");
+    }
+
+    #[test]
+    fn a_503_answer_names_no_store_detail_and_asks_to_retry() {
+        let e = ApiError::Unavailable("connection refused (os error 111) to 10.0.0.5".into());
+        let response = e.error_response();
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(RETRY_AFTER_SECONDS.to_string().as_bytes())
+        );
+        let (_, body) = body_of(&e);
+        assert!(
+            !body.contains("10.0.0.5") && !body.contains("refused"),
+            "{body}"
+        );
     }
 }

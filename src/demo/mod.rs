@@ -1,13 +1,19 @@
 //! `bffgate demo`: the gateway on the memory store with a seeded user, the browser app and the
 //! demo API in-process behind `/api`. The binary and the end-to-end tests start the same stack.
+//!
+//! The demo sits above the library's builder (it starts a whole gateway); nothing in the
+//! gateway imports it.
+
+pub mod api;
 
 use std::{net::TcpListener, path::PathBuf, time::Duration};
 
 use actix_web::dev::{Server, ServerHandle};
 
+use api::{build_demo_api, DemoApiSettings};
+
 use crate::{
     config::{AuthMode, Config, RouteConfig},
-    demo_api::{build_demo_api, DemoApiSettings},
     users::Users,
     BuildError, Gateway,
 };
