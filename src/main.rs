@@ -371,20 +371,12 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let result = match (cli.command, load(&cli.config)) {
+    let result = match cli.command {
         // Generating keys needs no (valid) configuration.
-        (Command::Keys(command), _) => keys(command),
-        (_, Err(e)) => Err(e),
-        (command, Ok(config)) => match command {
-            Command::Keys(command) => keys(command),
-            Command::Serve => serve(config).await,
-            Command::Demo { listen } => demo(config, listen).await,
-            Command::User(command) => user(config, command).await,
-            Command::Sessions(command) => sessions(config, command).await,
-            Command::Config(ConfigCommand::Check) => redacted_json(&config).map(|text| {
-                println!("{text}");
-                eprintln!("configuration is valid");
-            }),
+        Command::Keys(command) => keys(command),
+        command => match load(&cli.config) {
+            Ok(config) => run(command, config).await,
+            Err(e) => Err(e),
         },
     };
     match result {
@@ -393,6 +385,22 @@ async fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs a command with its configuration (`keys` ignores it; `main` runs that one without
+/// loading any).
+async fn run(command: Command, config: Config) -> Result<(), String> {
+    match command {
+        Command::Keys(command) => keys(command),
+        Command::Serve => serve(config).await,
+        Command::Demo { listen } => demo(config, listen).await,
+        Command::User(command) => user(config, command).await,
+        Command::Sessions(command) => sessions(config, command).await,
+        Command::Config(ConfigCommand::Check) => redacted_json(&config).map(|text| {
+            println!("{text}");
+            eprintln!("configuration is valid");
+        }),
     }
 }
 
