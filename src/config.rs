@@ -115,8 +115,24 @@ const RESERVED_PREFIXES: &[&str] = &[
     "/openapi.json",
 ];
 
+/// Each route, then that no two share a prefix.
+fn validate_routes(routes: &[RouteConfig]) -> Result<(), ConfigError> {
+    let mut prefixes = std::collections::HashSet::new();
+    for (i, route) in routes.iter().enumerate() {
+        route.validate(i)?;
+        if !prefixes.insert(route.prefix.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "routes",
+                problem: format!("[{i}]: duplicate prefix {:?}", route.prefix),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl RouteConfig {
-    fn validate(&self, index: usize) -> Result<(), ConfigError> {
+    /// Checks the route at `index` of `routes`; the message names both.
+    pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
         let key: &'static str = "routes";
         let at = |problem: String| ConfigError::Invalid {
             key,
@@ -171,7 +187,8 @@ impl RouteConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user[:password]@]host[:port][/db]` or `unix:///path/to/redis.sock[?db=N]`;
+    /// no other scheme (TLS, Sentinel, Cluster) is accepted.
     pub url: Redacted,
     /// Prefix of every key the gateway writes.
     pub key_prefix: String,
@@ -180,6 +197,32 @@ pub struct RedisConfig {
     /// Bound on connecting, waiting for a pooled connection, and each command.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Checks the URL's scheme and the pool's bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.expose();
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "must start with redis:// or unix://",
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err(ConfigError::invalid(
+                "redis.pool_size",
+                "must be at least 1",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "redis.timeout",
+                "must be more than 0s",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for RedisConfig {
@@ -237,6 +280,30 @@ impl CookieConfig {
         }
     }
 
+    /// Checks the keys and that browsers will accept the cookie's name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.key_bytes()?;
+        self.previous_key_bytes()?;
+        let name = self.effective_name();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Err(ConfigError::invalid(
+                "cookie.name",
+                "must be non-empty and use only letters, digits, '-' and '_'",
+            ));
+        }
+        if name.starts_with("__Host-") && !self.secure {
+            return Err(ConfigError::invalid(
+                "cookie.name",
+                "a __Host- cookie requires cookie.secure = true",
+            ));
+        }
+        Ok(())
+    }
+
     /// The decoded 64-byte key, if one is configured.
     pub fn key_bytes(&self) -> Result<Option<Vec<u8>>, ConfigError> {
         self.key
@@ -287,6 +354,38 @@ pub struct SessionConfig {
     pub reuse_grace: Duration,
 }
 
+impl SessionConfig {
+    /// Checks that the lifetimes nest: refresh within the access TTL, idle within the
+    /// maximum, the grace window within idle.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.access_ttl.is_zero() {
+            return Err(ConfigError::invalid(
+                "session.access_ttl",
+                "must be more than 0s",
+            ));
+        }
+        if self.refresh_before >= self.access_ttl {
+            return Err(ConfigError::invalid(
+                "session.refresh_before",
+                "must be shorter than session.access_ttl",
+            ));
+        }
+        if self.idle_timeout.is_zero() || self.idle_timeout > self.max_lifetime {
+            return Err(ConfigError::invalid(
+                "session.idle_timeout",
+                "must be more than 0s and at most session.max_lifetime",
+            ));
+        }
+        if self.reuse_grace > self.idle_timeout {
+            return Err(ConfigError::invalid(
+                "session.reuse_grace",
+                "must be at most session.idle_timeout",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
@@ -310,6 +409,19 @@ pub struct JwtConfig {
     /// they signed stay verifiable. Remove one once `session.access_ttl` has passed since
     /// every instance switched to the new key.
     pub previous_keys: Vec<PathBuf>,
+}
+
+impl JwtConfig {
+    /// Checks the claims; key files are read (and checked) when the signer is built.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.issuer.is_empty() {
+            return Err(ConfigError::invalid("jwt.issuer", "must not be empty"));
+        }
+        if self.audience.is_empty() {
+            return Err(ConfigError::invalid("jwt.audience", "must not be empty"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for JwtConfig {
@@ -349,6 +461,25 @@ pub struct ThrottleConfig {
     pub window: Duration,
 }
 
+impl ThrottleConfig {
+    /// Checks that delays are positive and ordered and that failures are kept a while.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.base_delay.is_zero() || self.base_delay > self.max_delay {
+            return Err(ConfigError::invalid(
+                "throttle.base_delay",
+                "must be more than 0s and at most throttle.max_delay",
+            ));
+        }
+        if self.window.is_zero() {
+            return Err(ConfigError::invalid(
+                "throttle.window",
+                "must be more than 0s",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ThrottleConfig {
     fn default() -> Self {
         Self {
@@ -369,6 +500,21 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// Serve `/metrics` on this address instead of the gateway's own listener.
     pub listen: Option<String>,
+}
+
+impl MetricsConfig {
+    /// Checks that a separate listener is an IP:port address.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(addr) = &self.listen {
+            addr.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::invalid(
+                    "metrics.listen",
+                    format!("{addr:?} is not an IP:port address"),
+                )
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for MetricsConfig {
@@ -473,32 +619,23 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what serde cannot: relations between values and their formats.
+    /// Checks what serde cannot: each section's values and formats. The sections check
+    /// themselves; no check today spans two sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
-        self.cookie.key_bytes()?;
-        self.cookie.previous_key_bytes()?;
-        if let Some(addr) = &self.metrics.listen {
-            addr.parse::<SocketAddr>().map_err(|_| {
-                ConfigError::invalid(
-                    "metrics.listen",
-                    format!("{addr:?} is not an IP:port address"),
-                )
-            })?;
+        self.cookie.validate()?;
+        self.metrics.validate()?;
+        self.throttle.validate()?;
+        self.validate_public_origin()?;
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
         }
-        let t = &self.throttle;
-        if t.base_delay.is_zero() || t.base_delay > t.max_delay {
-            return Err(ConfigError::invalid(
-                "throttle.base_delay",
-                "must be more than 0s and at most throttle.max_delay",
-            ));
-        }
-        if t.window.is_zero() {
-            return Err(ConfigError::invalid(
-                "throttle.window",
-                "must be more than 0s",
-            ));
-        }
+        self.session.validate()?;
+        self.jwt.validate()?;
+        validate_routes(&self.routes)
+    }
+
+    fn validate_public_origin(&self) -> Result<(), ConfigError> {
         let origin = url::Url::parse(&self.public_origin)
             .map_err(|e| ConfigError::invalid("public_origin", format!("is not a URL: {e}")))?;
         if !matches!(origin.scheme(), "http" | "https") || origin.host_str().is_none() {
@@ -506,86 +643,6 @@ impl Config {
                 "public_origin",
                 "must be an http(s) origin such as https://app.example.com",
             ));
-        }
-        if let Some(redis) = &self.redis {
-            let url = redis.url.expose();
-            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-                return Err(ConfigError::invalid(
-                    "redis.url",
-                    "must start with redis:// or unix:// (TLS, Sentinel and Cluster are not supported yet)",
-                ));
-            }
-            if redis.pool_size == 0 {
-                return Err(ConfigError::invalid(
-                    "redis.pool_size",
-                    "must be at least 1",
-                ));
-            }
-            if redis.timeout.is_zero() {
-                return Err(ConfigError::invalid(
-                    "redis.timeout",
-                    "must be more than 0s",
-                ));
-            }
-        }
-        self.cookie.key_bytes()?;
-        let name = self.cookie.effective_name();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-        {
-            return Err(ConfigError::invalid(
-                "cookie.name",
-                "must be non-empty and use only letters, digits, '-' and '_'",
-            ));
-        }
-        if name.starts_with("__Host-") && !self.cookie.secure {
-            return Err(ConfigError::invalid(
-                "cookie.name",
-                "a __Host- cookie requires cookie.secure = true",
-            ));
-        }
-        let s = &self.session;
-        if s.access_ttl.is_zero() {
-            return Err(ConfigError::invalid(
-                "session.access_ttl",
-                "must be more than 0s",
-            ));
-        }
-        if s.refresh_before >= s.access_ttl {
-            return Err(ConfigError::invalid(
-                "session.refresh_before",
-                "must be shorter than session.access_ttl",
-            ));
-        }
-        if s.idle_timeout.is_zero() || s.idle_timeout > s.max_lifetime {
-            return Err(ConfigError::invalid(
-                "session.idle_timeout",
-                "must be more than 0s and at most session.max_lifetime",
-            ));
-        }
-        if s.reuse_grace > s.idle_timeout {
-            return Err(ConfigError::invalid(
-                "session.reuse_grace",
-                "must be at most session.idle_timeout",
-            ));
-        }
-        if self.jwt.issuer.is_empty() {
-            return Err(ConfigError::invalid("jwt.issuer", "must not be empty"));
-        }
-        if self.jwt.audience.is_empty() {
-            return Err(ConfigError::invalid("jwt.audience", "must not be empty"));
-        }
-        let mut prefixes = std::collections::HashSet::new();
-        for (i, route) in self.routes.iter().enumerate() {
-            route.validate(i)?;
-            if !prefixes.insert(route.prefix.as_str()) {
-                return Err(ConfigError::Invalid {
-                    key: "routes",
-                    problem: format!("[{i}]: duplicate prefix {:?}", route.prefix),
-                });
-            }
         }
         Ok(())
     }
