@@ -1,16 +1,30 @@
-//! Configuration: defaults ← TOML file ← `BFFGATE_<SECTION>__<KEY>` environment variables.
+//! Configuration: defaults ← TOML file ← `BFFGATE_<SECTION>__<KEY>` environment variables
+//! (or `BFFGATE_<SECTION>__<KEY>_FILE`, naming a file that holds the value).
 //!
-//! Owns parsing and validation only; it builds nothing. Unknown keys are an error that names
-//! the key, durations are human-readable (`5m`, `14d`), secrets have a redacting `Debug`.
+//! Owns parsing, validation and reading the files that hold secrets (`cookie.key_file`,
+//! `redis.password_file`, `_FILE` variables), all while loading, so that a loaded `Config`
+//! holds its secrets and nothing else reads a secret file; it builds nothing. Unknown keys
+//! are an error that names the key, durations are human-readable (`5m`, `14d`), secrets
+//! have a redacting `Debug` and serialise as `[redacted]` (a secret file as its path).
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::HashSet,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use base64::Engine as _;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables with the `BFFGATE_` prefix that are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["BFFGATE_CONFIG", "BFFGATE_LOG", "BFFGATE_LOG_FORMAT"];
+
+/// The suffix of a variable that names a file holding the value (`BFFGATE_REDIS__URL_FILE`).
+const FILE_SUFFIX: &str = "_FILE";
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -115,8 +129,24 @@ const RESERVED_PREFIXES: &[&str] = &[
     "/openapi.json",
 ];
 
+/// Each route, then that no two share a prefix.
+fn validate_routes(routes: &[RouteConfig]) -> Result<(), ConfigError> {
+    let mut prefixes = std::collections::HashSet::new();
+    for (i, route) in routes.iter().enumerate() {
+        route.validate(i)?;
+        if !prefixes.insert(route.prefix.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "routes",
+                problem: format!("[{i}]: duplicate prefix {:?}", route.prefix),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl RouteConfig {
-    fn validate(&self, index: usize) -> Result<(), ConfigError> {
+    /// Checks the route at `index` of `routes`; the message names both.
+    pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
         let key: &'static str = "routes";
         let at = |problem: String| ConfigError::Invalid {
             key,
@@ -171,8 +201,13 @@ impl RouteConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user[:password]@]host[:port][/db]` or `unix:///path/to/redis.sock[?db=N]`;
+    /// no other scheme (TLS, Sentinel, Cluster) is accepted. Connect with
+    /// [`RedisConfig::connection_url`], which adds the password from `password_file`.
     pub url: Redacted,
+    /// A file holding the password for `url` (whose user, if any, is an ACL user); `url`
+    /// must then carry no password itself.
+    pub password_file: Option<SecretFile>,
     /// Prefix of every key the gateway writes.
     pub key_prefix: String,
     /// Connections in each worker thread's pool.
@@ -182,10 +217,79 @@ pub struct RedisConfig {
     pub timeout: Duration,
 }
 
+impl RedisConfig {
+    /// Checks the URL's scheme, that the password file fits it, and the pool's bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.expose();
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "must start with redis:// or unix://",
+            ));
+        }
+        self.connection_url()?;
+        if self.pool_size == 0 {
+            return Err(ConfigError::invalid(
+                "redis.pool_size",
+                "must be at least 1",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "redis.timeout",
+                "must be more than 0s",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The URL to connect with: `url`, with the password from `password_file` (if set)
+    /// added where the redis crate reads it — percent-encoded into the user-info of a
+    /// `redis://` URL, after its ACL user if it names one, or as the `pass` parameter of a
+    /// `unix://` URL.
+    pub fn connection_url(&self) -> Result<Redacted, ConfigError> {
+        let Some(file) = &self.password_file else {
+            return Ok(self.url.clone());
+        };
+        let password = file.secret("redis.password_file")?.expose();
+        if password.is_empty() {
+            return Err(ConfigError::invalid(
+                "redis.password_file",
+                format!("{} is empty", file.path().display()),
+            ));
+        }
+        // The parse error describes the problem, never the (secret-bearing) input.
+        let mut url = url::Url::parse(self.url.expose())
+            .map_err(|e| ConfigError::invalid("redis.url", format!("is not a URL: {e}")))?;
+        let carries_password = if url.scheme() == "unix" {
+            url.query_pairs().any(|(name, _)| name == "pass")
+        } else {
+            url.password().is_some()
+        };
+        if carries_password {
+            return Err(ConfigError::invalid(
+                "redis.password_file",
+                "cannot be set when redis.url carries a password",
+            ));
+        }
+        if url.scheme() == "unix" {
+            url.query_pairs_mut().append_pair("pass", password);
+        } else {
+            // `set_password` leaves `%` as it is; encoding everything first makes the
+            // password arrive byte for byte (the redis crate percent-decodes it).
+            let encoded = utf8_percent_encode(password, NON_ALPHANUMERIC).to_string();
+            url.set_password(Some(&encoded))
+                .map_err(|()| ConfigError::invalid("redis.url", "must name a host"))?;
+        }
+        Ok(Redacted::from(String::from(url)))
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: Redacted::new("redis://127.0.0.1:6379"),
+            password_file: None,
             key_prefix: "bffgate:".into(),
             pool_size: 16,
             timeout: Duration::from_secs(2),
@@ -205,8 +309,11 @@ pub enum SameSite {
 pub struct CookieConfig {
     /// Cookie name; with `secure = true` it should carry the `__Host-` prefix.
     pub name: Option<String>,
-    /// Base64 of 64 random bytes. Absent: a random key per start (sessions die on restart).
+    /// Base64 of 64 random bytes. Absent (and no `key_file`): a random key per start
+    /// (sessions die on restart).
     pub key: Option<Redacted>,
+    /// A file holding `key` instead; setting both is an error.
+    pub key_file: Option<SecretFile>,
     pub secure: bool,
     pub same_site: SameSite,
     /// Earlier cookie keys (base64, 64 bytes each): cookies sealed with them still open and
@@ -219,6 +326,7 @@ impl Default for CookieConfig {
         Self {
             name: None,
             key: None,
+            key_file: None,
             secure: true,
             same_site: SameSite::Strict,
             previous_keys: Vec::new(),
@@ -237,12 +345,43 @@ impl CookieConfig {
         }
     }
 
-    /// The decoded 64-byte key, if one is configured.
+    /// Checks the keys and that browsers will accept the cookie's name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.key_bytes()?;
+        self.previous_key_bytes()?;
+        let name = self.effective_name();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Err(ConfigError::invalid(
+                "cookie.name",
+                "must be non-empty and use only letters, digits, '-' and '_'",
+            ));
+        }
+        if name.starts_with("__Host-") && !self.secure {
+            return Err(ConfigError::invalid(
+                "cookie.name",
+                "a __Host- cookie requires cookie.secure = true",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The decoded 64-byte key, if one is configured (as `key` or in `key_file`).
     pub fn key_bytes(&self) -> Result<Option<Vec<u8>>, ConfigError> {
-        self.key
-            .as_ref()
-            .map(|key| decode_cookie_key("cookie.key", key))
-            .transpose()
+        match (&self.key, &self.key_file) {
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                "cookie.key_file",
+                "cannot be set together with cookie.key",
+            )),
+            (Some(key), None) => decode_cookie_key("cookie.key", key).map(Some),
+            (None, Some(file)) => {
+                decode_cookie_key("cookie.key_file", file.secret("cookie.key_file")?).map(Some)
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     /// The decoded earlier keys, in configured order.
@@ -287,6 +426,38 @@ pub struct SessionConfig {
     pub reuse_grace: Duration,
 }
 
+impl SessionConfig {
+    /// Checks that the lifetimes nest: refresh within the access TTL, idle within the
+    /// maximum, the grace window within idle.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.access_ttl.is_zero() {
+            return Err(ConfigError::invalid(
+                "session.access_ttl",
+                "must be more than 0s",
+            ));
+        }
+        if self.refresh_before >= self.access_ttl {
+            return Err(ConfigError::invalid(
+                "session.refresh_before",
+                "must be shorter than session.access_ttl",
+            ));
+        }
+        if self.idle_timeout.is_zero() || self.idle_timeout > self.max_lifetime {
+            return Err(ConfigError::invalid(
+                "session.idle_timeout",
+                "must be more than 0s and at most session.max_lifetime",
+            ));
+        }
+        if self.reuse_grace > self.idle_timeout {
+            return Err(ConfigError::invalid(
+                "session.reuse_grace",
+                "must be at most session.idle_timeout",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
@@ -310,6 +481,19 @@ pub struct JwtConfig {
     /// they signed stay verifiable. Remove one once `session.access_ttl` has passed since
     /// every instance switched to the new key.
     pub previous_keys: Vec<PathBuf>,
+}
+
+impl JwtConfig {
+    /// Checks the claims; key files are read (and checked) when the signer is built.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.issuer.is_empty() {
+            return Err(ConfigError::invalid("jwt.issuer", "must not be empty"));
+        }
+        if self.audience.is_empty() {
+            return Err(ConfigError::invalid("jwt.audience", "must not be empty"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for JwtConfig {
@@ -349,6 +533,25 @@ pub struct ThrottleConfig {
     pub window: Duration,
 }
 
+impl ThrottleConfig {
+    /// Checks that delays are positive and ordered and that failures are kept a while.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.base_delay.is_zero() || self.base_delay > self.max_delay {
+            return Err(ConfigError::invalid(
+                "throttle.base_delay",
+                "must be more than 0s and at most throttle.max_delay",
+            ));
+        }
+        if self.window.is_zero() {
+            return Err(ConfigError::invalid(
+                "throttle.window",
+                "must be more than 0s",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ThrottleConfig {
     fn default() -> Self {
         Self {
@@ -369,6 +572,21 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// Serve `/metrics` on this address instead of the gateway's own listener.
     pub listen: Option<String>,
+}
+
+impl MetricsConfig {
+    /// Checks that a separate listener is an IP:port address.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(addr) = &self.listen {
+            addr.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::invalid(
+                    "metrics.listen",
+                    format!("{addr:?} is not an IP:port address"),
+                )
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for MetricsConfig {
@@ -395,6 +613,12 @@ impl Redacted {
     }
 }
 
+impl From<String> for Redacted {
+    fn from(value: String) -> Self {
+        Self(SecretString::from(value))
+    }
+}
+
 impl fmt::Debug for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
@@ -405,6 +629,64 @@ impl Serialize for Redacted {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str("[redacted]")
     }
+}
+
+/// A file that holds a secret (container secrets are files): its path, and the secret once
+/// [`Config::load`] has read it. Configured and serialised as the path; `Debug` shows the
+/// path and never the secret.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(from = "PathBuf", into = "PathBuf")]
+pub struct SecretFile {
+    path: PathBuf,
+    secret: Option<Redacted>,
+}
+
+impl SecretFile {
+    /// Where the secret is read from (not secret: `config check` prints it).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the secret; `key` names the setting in the error.
+    fn read(&mut self, key: &'static str) -> Result<(), ConfigError> {
+        let secret = read_secret(&self.path).map_err(|e| {
+            ConfigError::invalid(key, format!("cannot read {}: {e}", self.path.display()))
+        })?;
+        self.secret = Some(Redacted::from(secret));
+        Ok(())
+    }
+
+    /// The secret read at load; `key` names the setting in the error.
+    fn secret(&self, key: &'static str) -> Result<&Redacted, ConfigError> {
+        self.secret.as_ref().ok_or_else(|| {
+            ConfigError::invalid(
+                key,
+                format!(
+                    "names {}, which was not read (Config::load reads it)",
+                    self.path.display()
+                ),
+            )
+        })
+    }
+}
+
+impl From<PathBuf> for SecretFile {
+    fn from(path: PathBuf) -> Self {
+        Self { path, secret: None }
+    }
+}
+
+impl From<SecretFile> for PathBuf {
+    fn from(file: SecretFile) -> Self {
+        file.path
+    }
+}
+
+/// A secret file's contents without the trailing newline that `echo` and editors add.
+fn read_secret(path: &Path) -> std::io::Result<String> {
+    let mut text = std::fs::read_to_string(path)?;
+    text.truncate(text.trim_end_matches(['\n', '\r']).len());
+    Ok(text)
 }
 
 /// Why a configuration could not be used; the message names the key.
@@ -448,11 +730,7 @@ impl Config {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let overrides: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("BFFGATE_") && !NON_CONFIG_ENV.contains(&k.as_str()))
-            .filter(|(k, _)| !k.starts_with("BFFGATE_TEST_"))
-            .collect();
+        let overrides = env_overrides(env)?;
         builder = builder.add_source(
             config::Environment::with_prefix("BFFGATE")
                 .prefix_separator("_")
@@ -466,39 +744,43 @@ impl Config {
         let raw = builder
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let config: Config = raw
+        let mut config: Config = raw
             .try_deserialize()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks what serde cannot: relations between values and their formats.
+    /// Reads the secret files the configuration names, so that the rest of the gateway
+    /// finds every secret in the `Config`.
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(file) = &mut self.cookie.key_file {
+            file.read("cookie.key_file")?;
+        }
+        if let Some(file) = self.redis.as_mut().and_then(|r| r.password_file.as_mut()) {
+            file.read("redis.password_file")?;
+        }
+        Ok(())
+    }
+
+    /// Checks what serde cannot: each section's values and formats. The sections check
+    /// themselves; no check today spans two sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
-        self.cookie.key_bytes()?;
-        self.cookie.previous_key_bytes()?;
-        if let Some(addr) = &self.metrics.listen {
-            addr.parse::<SocketAddr>().map_err(|_| {
-                ConfigError::invalid(
-                    "metrics.listen",
-                    format!("{addr:?} is not an IP:port address"),
-                )
-            })?;
+        self.cookie.validate()?;
+        self.metrics.validate()?;
+        self.throttle.validate()?;
+        self.validate_public_origin()?;
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
         }
-        let t = &self.throttle;
-        if t.base_delay.is_zero() || t.base_delay > t.max_delay {
-            return Err(ConfigError::invalid(
-                "throttle.base_delay",
-                "must be more than 0s and at most throttle.max_delay",
-            ));
-        }
-        if t.window.is_zero() {
-            return Err(ConfigError::invalid(
-                "throttle.window",
-                "must be more than 0s",
-            ));
-        }
+        self.session.validate()?;
+        self.jwt.validate()?;
+        validate_routes(&self.routes)
+    }
+
+    fn validate_public_origin(&self) -> Result<(), ConfigError> {
         let origin = url::Url::parse(&self.public_origin)
             .map_err(|e| ConfigError::invalid("public_origin", format!("is not a URL: {e}")))?;
         if !matches!(origin.scheme(), "http" | "https") || origin.host_str().is_none() {
@@ -507,87 +789,39 @@ impl Config {
                 "must be an http(s) origin such as https://app.example.com",
             ));
         }
-        if let Some(redis) = &self.redis {
-            let url = redis.url.expose();
-            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-                return Err(ConfigError::invalid(
-                    "redis.url",
-                    "must start with redis:// or unix:// (TLS, Sentinel and Cluster are not supported yet)",
-                ));
-            }
-            if redis.pool_size == 0 {
-                return Err(ConfigError::invalid(
-                    "redis.pool_size",
-                    "must be at least 1",
-                ));
-            }
-            if redis.timeout.is_zero() {
-                return Err(ConfigError::invalid(
-                    "redis.timeout",
-                    "must be more than 0s",
-                ));
-            }
-        }
-        self.cookie.key_bytes()?;
-        let name = self.cookie.effective_name();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-        {
-            return Err(ConfigError::invalid(
-                "cookie.name",
-                "must be non-empty and use only letters, digits, '-' and '_'",
-            ));
-        }
-        if name.starts_with("__Host-") && !self.cookie.secure {
-            return Err(ConfigError::invalid(
-                "cookie.name",
-                "a __Host- cookie requires cookie.secure = true",
-            ));
-        }
-        let s = &self.session;
-        if s.access_ttl.is_zero() {
-            return Err(ConfigError::invalid(
-                "session.access_ttl",
-                "must be more than 0s",
-            ));
-        }
-        if s.refresh_before >= s.access_ttl {
-            return Err(ConfigError::invalid(
-                "session.refresh_before",
-                "must be shorter than session.access_ttl",
-            ));
-        }
-        if s.idle_timeout.is_zero() || s.idle_timeout > s.max_lifetime {
-            return Err(ConfigError::invalid(
-                "session.idle_timeout",
-                "must be more than 0s and at most session.max_lifetime",
-            ));
-        }
-        if s.reuse_grace > s.idle_timeout {
-            return Err(ConfigError::invalid(
-                "session.reuse_grace",
-                "must be at most session.idle_timeout",
-            ));
-        }
-        if self.jwt.issuer.is_empty() {
-            return Err(ConfigError::invalid("jwt.issuer", "must not be empty"));
-        }
-        if self.jwt.audience.is_empty() {
-            return Err(ConfigError::invalid("jwt.audience", "must not be empty"));
-        }
-        let mut prefixes = std::collections::HashSet::new();
-        for (i, route) in self.routes.iter().enumerate() {
-            route.validate(i)?;
-            if !prefixes.insert(route.prefix.as_str()) {
-                return Err(ConfigError::Invalid {
-                    key: "routes",
-                    problem: format!("[{i}]: duplicate prefix {:?}", route.prefix),
-                });
-            }
-        }
         Ok(())
+    }
+
+    /// Every key an environment variable can set, dotted (`redis.url`): the leaves of the
+    /// serialised defaults, with `[redis]` filled in since it is absent by default.
+    fn settable_keys() -> HashSet<String> {
+        fn leaves(prefix: &str, value: &serde_json::Value, keys: &mut HashSet<String>) {
+            match value {
+                serde_json::Value::Object(fields) => {
+                    for (name, value) in fields {
+                        let key = match prefix {
+                            "" => name.clone(),
+                            _ => format!("{prefix}.{name}"),
+                        };
+                        leaves(&key, value, keys);
+                    }
+                }
+                _ => {
+                    keys.insert(prefix.to_owned());
+                }
+            }
+        }
+        let all = Config {
+            redis: Some(RedisConfig::default()),
+            ..Config::default()
+        };
+        let mut keys = HashSet::new();
+        // Serialising plain defaults cannot fail; if it did, no `_FILE` variable would be
+        // read and each would be refused as an unknown key.
+        if let Ok(value) = serde_json::to_value(&all) {
+            leaves("", &value, &mut keys);
+        }
+        keys
     }
 
     /// The parsed `listen` address.
@@ -603,6 +837,68 @@ impl Config {
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_else(|_| self.public_origin.clone())
     }
+}
+
+/// The configuration key a `BFFGATE_` variable sets, as the config crate reads it:
+/// `BFFGATE_REDIS__URL` → `redis.url`.
+fn env_key(var: &str) -> String {
+    var.strip_prefix("BFFGATE_")
+        .unwrap_or(var)
+        .to_lowercase()
+        .replace("__", ".")
+}
+
+/// `BFFGATE_REDIS__URL` for `BFFGATE_REDIS__URL_FILE`, in whatever case the suffix is.
+fn strip_file_suffix(var: &str) -> Option<&str> {
+    let cut = var.len().checked_sub(FILE_SUFFIX.len())?;
+    var.get(cut..)?
+        .eq_ignore_ascii_case(FILE_SUFFIX)
+        .then(|| &var[..cut])
+}
+
+/// The `BFFGATE_*` variables that set configuration keys, with each `BFFGATE_<KEY>_FILE`
+/// replaced by `BFFGATE_<KEY>` holding that file's contents (without a trailing newline).
+/// A variable that is a key itself stays as it is (`BFFGATE_COOKIE__KEY_FILE` is
+/// `cookie.key_file`, read at load like a `_FILE` variable), and so does a `_FILE`
+/// variable for no key: deserialising then refuses it by name.
+fn env_overrides(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<config::Map<String, String>, ConfigError> {
+    let settable = Config::settable_keys();
+    let mut overrides = config::Map::new();
+    let mut from_files = Vec::new();
+    for (var, value) in env {
+        if !var.starts_with("BFFGATE_")
+            || NON_CONFIG_ENV.contains(&var.as_str())
+            || var.starts_with("BFFGATE_TEST_")
+        {
+            continue;
+        }
+        let target = strip_file_suffix(&var)
+            .filter(|target| {
+                !settable.contains(&env_key(&var)) && settable.contains(&env_key(target))
+            })
+            .map(str::to_owned);
+        match target {
+            Some(target) => from_files.push((var, target, value)),
+            None => {
+                overrides.insert(var, value);
+            }
+        }
+    }
+    for (file_var, var, path) in from_files {
+        let key = env_key(&var);
+        if let Some(other) = overrides.keys().find(|other| env_key(other) == key) {
+            return Err(ConfigError::Load(format!(
+                "{file_var} and {other} both set {key}; keep one"
+            )));
+        }
+        // The message names the variable and the path, never what the file holds.
+        let value = read_secret(Path::new(&path))
+            .map_err(|e| ConfigError::Load(format!("{file_var}: cannot read {path}: {e}")))?;
+        overrides.insert(var, value);
+    }
+    Ok(overrides)
 }
 
 #[cfg(test)]
@@ -785,5 +1081,332 @@ mod tests {
         let c = Config::load_from(None, env(&[("BFFGATE_COOKIE__KEY", &key)])).unwrap();
         assert!(!format!("{c:?}").contains(&key));
         assert!(format!("{c:?}").contains("[redacted]"));
+    }
+
+    fn secret_file(dir: &tempfile::TempDir, name: &str, contents: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    }
+
+    fn b64(fill: u8) -> String {
+        base64::engine::general_purpose::STANDARD.encode([fill; 64])
+    }
+
+    /// What `bffgate config check` prints.
+    fn serialised(config: &Config) -> String {
+        serde_json::to_string_pretty(config).unwrap()
+    }
+
+    #[test]
+    fn cookie_key_comes_from_key_file_and_shows_only_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = b64(4);
+        let path = secret_file(&dir, "cookie_key", &format!("{key}\n"));
+        let f = toml_file(&format!("[cookie]\nkey_file = {path:?}\n"));
+        let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(c.cookie.key_bytes().unwrap(), Some(vec![4; 64]));
+        for shown in [format!("{c:?}"), serialised(&c)] {
+            assert!(!shown.contains(&key), "{shown}");
+            assert!(shown.contains("cookie_key"), "the path is shown: {shown}");
+        }
+    }
+
+    #[test]
+    fn cookie_key_file_from_the_environment_is_the_key_file_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = b64(5);
+        let path = secret_file(&dir, "cookie_key", &key);
+        let c = Config::load_from(None, env(&[("BFFGATE_COOKIE__KEY_FILE", &path)])).unwrap();
+        assert_eq!(c.cookie.key_file.as_ref().unwrap().path(), Path::new(&path));
+        assert_eq!(c.cookie.key_bytes().unwrap(), Some(vec![5; 64]));
+        assert!(c.cookie.key.is_none());
+        assert!(!format!("{c:?}").contains(&key) && !serialised(&c).contains(&key));
+    }
+
+    #[test]
+    fn cookie_key_and_key_file_together_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(&dir, "cookie_key", &b64(6));
+        let f = toml_file(&format!("[cookie]\nkey = {:?}\n", b64(7)));
+        let err = Config::load_from(Some(f.path()), env(&[("BFFGATE_COOKIE__KEY_FILE", &path)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cookie.key_file") && err.contains("cookie.key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_key_in_a_key_file_names_the_setting_not_the_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(&dir, "cookie_key", "c2hvcnQ=\n");
+        let err = Config::load_from(None, env(&[("BFFGATE_COOKIE__KEY_FILE", &path)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cookie.key_file"), "{err}");
+        assert!(!err.contains("c2hvcnQ"), "{err}");
+    }
+
+    #[test]
+    fn redis_password_file_is_inserted_into_the_url_after_the_acl_user() {
+        let dir = tempfile::tempdir().unwrap();
+        // Characters that must be percent-encoded, `%` among them.
+        let password = "p@ss:w/rd%41 é";
+        let path = secret_file(&dir, "redis_password", &format!("{password}\n"));
+        let f = toml_file(&format!(
+            "[redis]\nurl = \"redis://bffgate@redis.internal:6380/2\"\npassword_file = {path:?}\n"
+        ));
+        let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        let redis = c.redis.as_ref().unwrap();
+        assert_eq!(redis.url.expose(), "redis://bffgate@redis.internal:6380/2");
+        let url = redis.connection_url().unwrap();
+        assert!(
+            url.expose().starts_with("redis://bffgate:")
+                && url.expose().ends_with("@redis.internal:6380/2"),
+            "{}",
+            url.expose()
+        );
+        // The redis crate reads back exactly the file's password and the ACL user.
+        let info = redis::IntoConnectionInfo::into_connection_info(url.expose()).unwrap();
+        assert_eq!(info.redis_settings().password(), Some(password));
+        assert_eq!(info.redis_settings().username(), Some("bffgate"));
+        for shown in [format!("{c:?}"), format!("{url:?}"), serialised(&c)] {
+            assert!(
+                !shown.contains("p@ss") && !shown.contains("p%40ss"),
+                "{shown}"
+            );
+        }
+        assert!(serialised(&c).contains("redis_password"));
+    }
+
+    #[test]
+    fn redis_password_file_without_a_user_and_for_a_unix_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(&dir, "redis_password", "s3cret&x=1\n");
+        let url_with = |url: &str| {
+            Config::load_from(
+                None,
+                env(&[
+                    ("BFFGATE_REDIS__URL", url),
+                    ("BFFGATE_REDIS__PASSWORD_FILE", &path),
+                ]),
+            )
+            .unwrap()
+            .redis
+            .unwrap()
+            .connection_url()
+            .unwrap()
+        };
+        let tcp = url_with("redis://127.0.0.1:6379");
+        let info = redis::IntoConnectionInfo::into_connection_info(tcp.expose()).unwrap();
+        assert_eq!(info.redis_settings().password(), Some("s3cret&x=1"));
+        assert_eq!(info.redis_settings().username(), None);
+        let unix = url_with("unix:///run/redis.sock?db=1");
+        let info = redis::IntoConnectionInfo::into_connection_info(unix.expose()).unwrap();
+        assert_eq!(info.redis_settings().password(), Some("s3cret&x=1"));
+        assert_eq!(info.redis_settings().db(), 1);
+    }
+
+    #[test]
+    fn redis_password_file_is_refused_when_the_url_carries_a_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(&dir, "redis_password", "other");
+        for url in [
+            "redis://user:hunter2@127.0.0.1:6379",
+            "redis://:hunter2@127.0.0.1:6379",
+            "unix:///run/redis.sock?pass=hunter2",
+        ] {
+            let err = Config::load_from(
+                None,
+                env(&[
+                    ("BFFGATE_REDIS__URL", url),
+                    ("BFFGATE_REDIS__PASSWORD_FILE", &path),
+                ]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("redis.password_file"), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let empty = secret_file(&dir, "empty", "\n");
+        let err = Config::load_from(None, env(&[("BFFGATE_REDIS__PASSWORD_FILE", &empty)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.password_file") && err.contains("empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_url_without_a_password_file_connects_as_configured() {
+        let c = Config::load_from(
+            None,
+            env(&[("BFFGATE_REDIS__URL", "redis://:hunter2@127.0.0.1:6379")]),
+        )
+        .unwrap();
+        let redis = c.redis.unwrap();
+        assert_eq!(
+            redis.connection_url().unwrap().expose(),
+            "redis://:hunter2@127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn file_variables_set_the_key_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "redis://:hunter2@redis.internal:6379";
+        let url_path = secret_file(&dir, "redis_url", &format!("{url}\r\n"));
+        let origin_path = secret_file(&dir, "origin", "https://app.example.com\n");
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("BFFGATE_REDIS__URL_FILE", &url_path),
+                ("BFFGATE_PUBLIC_ORIGIN_FILE", &origin_path),
+            ]),
+        )
+        .unwrap();
+        let redis = c.redis.as_ref().expect("the variable creates [redis]");
+        assert_eq!(redis.url.expose(), url);
+        assert_eq!(redis.connection_url().unwrap().expose(), url);
+        assert_eq!(c.public_origin, "https://app.example.com");
+        for shown in [format!("{c:?}"), serialised(&c)] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn file_variables_for_lists_are_split_like_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(&dir, "previous", &format!("{},{}\n", b64(2), b64(3)));
+        let c =
+            Config::load_from(None, env(&[("BFFGATE_COOKIE__PREVIOUS_KEYS_FILE", &path)])).unwrap();
+        assert_eq!(
+            c.cookie.previous_key_bytes().unwrap(),
+            vec![vec![2; 64], vec![3; 64]]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_variable_names_the_variable_and_path() {
+        let err = Config::load_from(
+            None,
+            env(&[("BFFGATE_REDIS__URL_FILE", "/nonexistent/redis_url")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("BFFGATE_REDIS__URL_FILE") && err.contains("/nonexistent/redis_url"),
+            "{err}"
+        );
+        let err = Config::load_from(
+            None,
+            env(&[("BFFGATE_COOKIE__KEY_FILE", "/nonexistent/cookie_key")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("cookie.key_file") && err.contains("/nonexistent/cookie_key"),
+            "{err}"
+        );
+        let f = toml_file("[redis]\npassword_file = \"/nonexistent/redis_password\"\n");
+        let err = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.password_file") && err.contains("/nonexistent/redis_password"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_variable_never_shows_its_contents_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(&dir, "redis_url", "rediss://:hunter2@redis.internal:6379\n");
+        let err = Config::load_from(None, env(&[("BFFGATE_REDIS__URL_FILE", &path)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_file_variable_for_an_unknown_key_is_named() {
+        let err = Config::load_from(None, env(&[("BFFGATE_REDIS__URLL_FILE", "/nonexistent")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("urll_file"), "{err}");
+    }
+
+    #[test]
+    fn a_key_set_both_directly_and_from_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(&dir, "redis_url", "redis://redis.internal:6379");
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("BFFGATE_REDIS__URL_FILE", &path),
+                ("BFFGATE_REDIS__URL", "redis://127.0.0.1:6379"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("BFFGATE_REDIS__URL_FILE") && err.contains("BFFGATE_REDIS__URL "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_redis_and_unix_urls_are_accepted() {
+        let err = Config::load_from(
+            None,
+            env(&[("BFFGATE_REDIS__URL", "rediss://127.0.0.1:6379")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`redis.url` must start with redis:// or unix://"),
+            "{err}"
+        );
+        assert!(!err.contains("yet"), "{err}");
+    }
+
+    #[test]
+    fn settable_keys_cover_every_section() {
+        let keys = Config::settable_keys();
+        for key in [
+            "listen",
+            "public_origin",
+            "redis.url",
+            "redis.password_file",
+            "cookie.key",
+            "cookie.key_file",
+            "cookie.previous_keys",
+            "jwt.signing_key_file",
+            "metrics.listen",
+            "routes",
+        ] {
+            assert!(keys.contains(key), "{key}");
+        }
+        assert!(!keys.contains("redis") && !keys.contains("cookie"));
+    }
+
+    #[test]
+    fn a_programmatic_config_sets_secrets_directly() {
+        let mut c = Config::default();
+        c.cookie.key = Some(Redacted::new(&b64(8)));
+        c.redis = Some(RedisConfig {
+            url: Redacted::new("redis://:pw@127.0.0.1:6379"),
+            ..RedisConfig::default()
+        });
+        c.validate().unwrap();
+        assert_eq!(c.cookie.key_bytes().unwrap(), Some(vec![8; 64]));
+        assert_eq!(
+            c.redis.unwrap().connection_url().unwrap().expose(),
+            "redis://:pw@127.0.0.1:6379"
+        );
     }
 }

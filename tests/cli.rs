@@ -420,3 +420,51 @@ fn keys_generate_prints_keys_the_configuration_accepts() {
     );
     assert!(!clobber.status.success());
 }
+
+#[test]
+fn config_check_reads_secret_files_and_prints_only_their_paths() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = base64::engine::general_purpose::STANDARD.encode([9u8; 64]);
+    let key_file = dir.path().join("cookie_key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let url_file = dir.path().join("redis_url");
+    std::fs::write(&url_file, "redis://bffgate-acl-user@127.0.0.1:6390\n").unwrap();
+    let password_file = dir.path().join("redis_password");
+    std::fs::write(&password_file, "hunter2\n").unwrap();
+    let check = |extra: &[(&str, &std::path::Path)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["config", "check"])
+            .env_remove("BFFGATE_CONFIG")
+            .env_remove("BFFGATE_REDIS__URL")
+            .env("BFFGATE_COOKIE__KEY_FILE", &key_file)
+            .env("BFFGATE_REDIS__URL_FILE", &url_file)
+            .env("BFFGATE_REDIS__PASSWORD_FILE", &password_file);
+        for (name, value) in extra {
+            cmd.env(name, value);
+        }
+        cmd.output().unwrap()
+    };
+    let out = check(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains(key_file.to_str().unwrap())
+            && printed.contains(password_file.to_str().unwrap()),
+        "{printed}"
+    );
+    for secret in [key.as_str(), "hunter2", "bffgate-acl-user"] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+        assert!(!text(&out.stderr).contains(secret));
+    }
+
+    // An unreadable file: the error names the variable and the path.
+    let missing = dir.path().join("missing");
+    let out = check(&[("BFFGATE_PUBLIC_ORIGIN_FILE", &missing)]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("BFFGATE_PUBLIC_ORIGIN_FILE") && err.contains(missing.to_str().unwrap()),
+        "{err}"
+    );
+}
