@@ -58,7 +58,7 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, BuildError> {
     match &config.redis {
         Some(redis) => Ok(Arc::new(
             RedisStore::connect(
-                redis.url.expose(),
+                redis.connection_url()?.expose(),
                 &redis.key_prefix,
                 redis.pool_size,
                 redis.timeout,
