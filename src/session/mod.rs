@@ -337,7 +337,7 @@ impl Sessions {
                     .revoke_family(&old.family_id, RevokeReason::Replaced, now)
                     .await?
                 {
-                    metrics::families_revoked(RevokeReason::Replaced, 1);
+                    metrics::families_revoked(RevokeReason::Replaced.as_str(), 1);
                 }
             }
         }
@@ -447,7 +447,7 @@ impl Sessions {
                     .revoke_family(&fid, RevokeReason::UserDisabled, now)
                     .await?
                 {
-                    metrics::families_revoked(RevokeReason::UserDisabled, 1);
+                    metrics::families_revoked(RevokeReason::UserDisabled.as_str(), 1);
                 }
                 metrics::refresh(metrics::Refresh::Revoked);
                 tracing::warn!(event = "session_revoked", reason = "user_disabled", family = %fid, user = %user_id, ip = %client.ip, user_agent = %client.user_agent, "session of a disabled user ended");
@@ -491,7 +491,7 @@ impl Sessions {
             }
             RotateOutcome::ReuseDetected { user_id: owner } => {
                 metrics::refresh(metrics::Refresh::ReuseDetected);
-                metrics::families_revoked(RevokeReason::Reuse, 1);
+                metrics::families_revoked(RevokeReason::Reuse.as_str(), 1);
                 tracing::warn!(
                     event = "refresh_token_reuse",
                     family = %fid,
@@ -547,7 +547,7 @@ impl Sessions {
             .revoke_family(&presented.family_id, RevokeReason::Logout, self.now())
             .await?
         {
-            metrics::families_revoked(RevokeReason::Logout, 1);
+            metrics::families_revoked(RevokeReason::Logout.as_str(), 1);
             tracing::warn!(event = "session_revoked", reason = "logout", family = %presented.family_id, ip = %client.ip, user_agent = %client.user_agent, "logged out");
         }
         Ok(())
@@ -566,7 +566,7 @@ impl Sessions {
             self.now(),
         )
         .await?;
-        metrics::families_revoked(RevokeReason::LogoutAll, n as u64);
+        metrics::families_revoked(RevokeReason::LogoutAll.as_str(), n as u64);
         tracing::warn!(event = "session_revoked", reason = "logout_all", family = %auth.session.id, user = %auth.user.id, sessions = n, ip = %client.ip, user_agent = %client.user_agent, "logged out everywhere");
         Ok(n)
     }
@@ -591,7 +591,7 @@ impl Sessions {
                     .revoke_family(family_id, RevokeReason::Logout, now)
                     .await?
                 {
-                    metrics::families_revoked(RevokeReason::Logout, 1);
+                    metrics::families_revoked(RevokeReason::Logout.as_str(), 1);
                 }
                 tracing::warn!(event = "session_revoked", reason = "logout", family = %family_id, user = %auth.user.id, ip = %client.ip, user_agent = %client.user_agent, "session revoked by its user");
                 Ok(())
