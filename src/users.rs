@@ -7,7 +7,10 @@ use crate::{
     clock::{Clock, SystemClock},
     password::{hash_blocking, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS},
     session::normalize_email,
-    store::{revoke_user_families, FamilyInfo, RevokeReason, Store, StoreError, UserRecord},
+    store::{
+        revoke_user_families, FamilyInfo, RevokeOutcome, RevokeReason, Store, StoreError,
+        UserRecord,
+    },
     tokens::new_id,
 };
 
@@ -159,7 +162,8 @@ impl Users {
         let revoked = self
             .store
             .revoke_family(id, RevokeReason::Admin, self.clock.now_ms())
-            .await?;
+            .await?
+            == RevokeOutcome::Revoked;
         if revoked {
             tracing::warn!(event = "session_revoked", reason = "admin", family = %id, "session revoked by an administrator");
         }

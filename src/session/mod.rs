@@ -14,8 +14,8 @@ use crate::{
     metrics,
     password::{Passwords, MAX_PASSWORD_BYTES},
     store::{
-        revoke_user_families, FamilyInfo, FamilyState, Liveness, NewFamily, RevokeReason,
-        RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+        revoke_user_families, FamilyInfo, FamilyState, Liveness, NewFamily, RevokeOutcome,
+        RevokeReason, RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
     },
     tokens::{new_id, peek_claims, unix_seconds, AccessClaims, RefreshToken, Sealer, Signer},
 };
@@ -336,6 +336,7 @@ impl Sessions {
                     .store
                     .revoke_family(&old.family_id, RevokeReason::Replaced, now)
                     .await?
+                    == RevokeOutcome::Revoked
                 {
                     metrics::families_revoked(RevokeReason::Replaced.as_str(), 1);
                 }
@@ -446,6 +447,7 @@ impl Sessions {
                     .store
                     .revoke_family(&fid, RevokeReason::UserDisabled, now)
                     .await?
+                    == RevokeOutcome::Revoked
                 {
                     metrics::families_revoked(RevokeReason::UserDisabled.as_str(), 1);
                 }
@@ -546,6 +548,7 @@ impl Sessions {
             .store
             .revoke_family(&presented.family_id, RevokeReason::Logout, self.now())
             .await?
+            == RevokeOutcome::Revoked
         {
             metrics::families_revoked(RevokeReason::Logout.as_str(), 1);
             tracing::warn!(event = "session_revoked", reason = "logout", family = %presented.family_id, ip = %client.ip, user_agent = %client.user_agent, "logged out");
@@ -590,6 +593,7 @@ impl Sessions {
                     .store
                     .revoke_family(family_id, RevokeReason::Logout, now)
                     .await?
+                    == RevokeOutcome::Revoked
                 {
                     metrics::families_revoked(RevokeReason::Logout.as_str(), 1);
                 }

@@ -33,8 +33,8 @@ use deadpool_redis::{
 };
 
 use super::{
-    FamilyInfo, FamilyState, Liveness, NewFamily, RevokeReason, RotateOutcome, RotateRequest,
-    Store, StoreError, ThrottlePolicy, UserRecord,
+    FamilyInfo, FamilyState, Liveness, NewFamily, RevokeOutcome, RevokeReason, RotateOutcome,
+    RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
 };
 use crate::clock::Millis;
 
@@ -235,6 +235,16 @@ fn liveness(
         idle_exp,
         abs_exp: int(abs_exp, "family abs_exp")?,
     })
+}
+
+/// The revocation script's reply (see `revoke_family.lua`) as an outcome.
+fn revoke_outcome(reply: &str) -> Result<RevokeOutcome, StoreError> {
+    match reply {
+        "revoked" => Ok(RevokeOutcome::Revoked),
+        "already_revoked" => Ok(RevokeOutcome::AlreadyRevoked),
+        "expired" => Ok(RevokeOutcome::Expired),
+        _ => Err(corrupt("revocation reply")),
+    }
 }
 
 fn int(value: Option<&String>, what: &str) -> Result<i64, StoreError> {
@@ -608,9 +618,9 @@ impl Store for RedisStore {
         id: &str,
         reason: RevokeReason,
         now: Millis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<RevokeOutcome, StoreError> {
         let mut conn = self.conn().await?;
-        let changed: i64 = self
+        let reply: String = self
             .revoke
             .key(self.family_key(id))
             .key(self.next_key(id))
@@ -619,7 +629,7 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(changed == 1)
+        revoke_outcome(&reply)
     }
 
     async fn user_families(
