@@ -8,7 +8,7 @@ use actix_web::dev::{Server, ServerHandle};
 use crate::{
     config::{AuthMode, Config, RouteConfig},
     demo_api::{build_demo_api, DemoApiSettings},
-    users::Users,
+    session::users::Users,
     BuildError, Gateway,
 };
 

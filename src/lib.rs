@@ -19,7 +19,6 @@ pub mod proxy;
 pub mod session;
 pub mod store;
 pub mod tokens;
-pub mod users;
 
 use std::{net::TcpListener, sync::Arc, time::Instant};
 

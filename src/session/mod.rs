@@ -5,12 +5,14 @@
 //! whether a cookie is set or cleared is decided by the handler from those outcomes.
 //!
 //! Beside it: `login` (the steps of [`Sessions::login`]), [`throttle`] (login throttling),
-//! `revoke` (every revocation, counted once), [`single_flight`].
+//! `revoke` (every revocation, counted once), [`users`] (user administration for the CLI),
+//! [`single_flight`].
 
 mod login;
 mod revoke;
 pub mod single_flight;
 pub mod throttle;
+pub mod users;
 
 use std::{fmt, sync::Arc};
 
