@@ -15,7 +15,6 @@ pub mod proxy;
 pub mod session;
 pub mod store;
 pub mod tokens;
-pub mod users;
 pub mod web;
 
 use std::{net::TcpListener, sync::Arc};

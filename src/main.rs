@@ -15,8 +15,8 @@ use bffgate::{
     clock::rfc3339,
     config::Config,
     demo::{DEMO_EMAIL, DEMO_PASSWORD},
+    session::users::Users,
     store::Store,
-    users::Users,
 };
 use clap::{Parser, Subcommand};
 

@@ -2,13 +2,14 @@
 //!
 //! Labels are bounded: outcomes and reasons are fixed words, `route` is a configured prefix,
 //! `op` a store operation; never a user, family, path or address.
+//!
+//! A leaf: it records, and imports nothing of the crate (everyone may call it, it calls no
+//! one), so callers pass their own fixed words, e.g. `RevokeReason::as_str()`.
 
 use std::{sync::OnceLock, time::Duration};
 
 use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::store::RevokeReason;
 
 /// Histogram buckets (seconds) for store, upstream and queue latencies.
 const BUCKETS: [f64; 14] = [
@@ -129,9 +130,10 @@ pub fn refresh(outcome: Refresh) {
     counter!("bffgate_refreshes_total", "outcome" => outcome).increment(1);
 }
 
-pub fn families_revoked(reason: RevokeReason, n: u64) {
+/// `n` families revoked for `reason` (the store's word for it, `RevokeReason::as_str()`).
+pub fn families_revoked(reason: &'static str, n: u64) {
     if n > 0 {
-        counter!("bffgate_families_revoked_total", "reason" => reason.as_str()).increment(n);
+        counter!("bffgate_families_revoked_total", "reason" => reason).increment(n);
     }
 }
 

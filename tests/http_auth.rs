@@ -407,7 +407,7 @@ async fn sessions_are_listed_and_one_can_be_revoked() {
 #[actix_web::test]
 async fn another_users_session_cannot_be_revoked() {
     let (_redis, gw) = redis_gateway(|_| {}).await;
-    bffgate::users::Users::new(gw.store.clone())
+    bffgate::session::users::Users::new(gw.store.clone())
         .add("bob@example.com", PASSWORD, vec![])
         .await
         .unwrap();

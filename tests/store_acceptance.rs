@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bffgate::{
     clock::{Clock as _, Millis, SystemClock},
     store::{
-        memory::MemoryStore, revoke_user_families, FamilyState, Liveness, NewFamily, RevokeReason,
-        RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+        memory::MemoryStore, revoke_user_families, FamilyState, Liveness, NewFamily, RevokeOutcome,
+        RevokeReason, RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
     },
     tokens::new_id,
 };
@@ -284,22 +284,31 @@ async fn unknown_family_is_expired(store: Arc<dyn Store>) {
         store.family(&f.id, f.t0).await.unwrap(),
         FamilyState::Expired
     );
-    assert!(!store
-        .revoke_family(&f.id, RevokeReason::Logout, f.t0)
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .revoke_family(&f.id, RevokeReason::Logout, f.t0)
+            .await
+            .unwrap(),
+        RevokeOutcome::Expired
+    );
 }
 
 async fn revocation_keeps_a_tombstone_and_first_reason(store: Arc<dyn Store>) {
     let f = new_family(store.as_ref(), "u1", "h0").await;
-    assert!(store
-        .revoke_family(&f.id, RevokeReason::Logout, f.t0 + 1)
-        .await
-        .unwrap());
-    assert!(!store
-        .revoke_family(&f.id, RevokeReason::Admin, f.t0 + 2)
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .revoke_family(&f.id, RevokeReason::Logout, f.t0 + 1)
+            .await
+            .unwrap(),
+        RevokeOutcome::Revoked
+    );
+    assert_eq!(
+        store
+            .revoke_family(&f.id, RevokeReason::Admin, f.t0 + 2)
+            .await
+            .unwrap(),
+        RevokeOutcome::AlreadyRevoked
+    );
     assert_eq!(
         store.family(&f.id, f.t0 + 3).await.unwrap(),
         FamilyState::Revoked {
@@ -312,6 +321,21 @@ async fn revocation_keeps_a_tombstone_and_first_reason(store: Arc<dyn Store>) {
             .await
             .unwrap(),
         RotateOutcome::Revoked
+    );
+}
+
+async fn an_expired_tombstone_is_expired_not_revoked(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    store
+        .revoke_family(&f.id, RevokeReason::Logout, f.t0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .revoke_family(&f.id, RevokeReason::Admin, f.t0 + IDLE)
+            .await
+            .unwrap(),
+        RevokeOutcome::Expired
     );
 }
 
@@ -496,6 +520,7 @@ acceptance_suite!(
     absolute_lifetime_is_never_extended,
     unknown_family_is_expired,
     revocation_keeps_a_tombstone_and_first_reason,
+    an_expired_tombstone_is_expired_not_revoked,
     user_families_lists_only_live_ones,
     zero_grace_window_treats_every_replay_as_reuse,
     throttle_locks_after_free_failures_and_doubles,

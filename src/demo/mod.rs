@@ -14,7 +14,7 @@ use api::{build_demo_api, DemoApiSettings};
 
 use crate::{
     config::{AuthMode, Config, RouteConfig},
-    users::Users,
+    session::users::Users,
     BuildError, Gateway,
 };
 

@@ -3,8 +3,16 @@
 //!
 //! No actix types here: handlers give it the tokens from the cookie and get back outcomes;
 //! whether a cookie is set or cleared is decided by the handler from those outcomes.
+//!
+//! Beside it: `login` (the steps of [`Sessions::login`]), [`throttle`] (login throttling),
+//! `revoke` (every revocation, counted once), [`users`] (user administration for the CLI),
+//! [`single_flight`].
 
+mod login;
+mod revoke;
 pub mod single_flight;
+pub mod throttle;
+pub mod users;
 
 use std::{fmt, sync::Arc};
 
@@ -12,14 +20,16 @@ use crate::{
     clock::{duration_ms, Clock, Millis},
     config::Config,
     metrics,
-    password::{Passwords, MAX_PASSWORD_BYTES},
+    password::Passwords,
     store::{
-        revoke_user_families, FamilyInfo, FamilyState, Liveness, NewFamily, RevokeReason,
-        RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+        FamilyInfo, FamilyState, Liveness, RevokeOutcome, RevokeReason, RotateOutcome,
+        RotateRequest, Store, StoreError, UserRecord,
     },
     tokens::{new_id, peek_claims, unix_seconds, AccessClaims, RefreshToken, Sealer, Signer},
 };
+use revoke::{revoke_family, revoke_user_families};
 use single_flight::SingleFlight;
+pub use throttle::ThrottleSettings;
 
 /// The two tokens the cookie carries. `Debug` shows neither.
 #[derive(Clone, PartialEq, Eq)]
@@ -131,46 +141,6 @@ pub struct SessionSettings {
     pub throttle: Option<ThrottleSettings>,
 }
 
-/// Login throttling: one policy per email and address pair, one per address.
-#[derive(Debug, Clone, Copy)]
-pub struct ThrottleSettings {
-    pub pair: ThrottlePolicy,
-    pub ip: ThrottlePolicy,
-}
-
-impl ThrottleSettings {
-    pub fn from_config(t: &crate::config::ThrottleConfig) -> Option<Self> {
-        let policy = |free| ThrottlePolicy {
-            free,
-            base_ms: duration_ms(t.base_delay),
-            max_ms: duration_ms(t.max_delay),
-            window_ms: duration_ms(t.window),
-        };
-        t.enabled.then(|| Self {
-            pair: policy(t.free_attempts),
-            ip: policy(t.ip_free_attempts),
-        })
-    }
-}
-
-/// Throttle keys: hashes, so the store never holds an email or an address.
-fn throttle_keys(email: &str, ip: &str) -> (String, String) {
-    use base64::Engine as _;
-    let hash = |kind: &str, parts: &[&str]| {
-        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        for part in parts {
-            ctx.update(part.as_bytes());
-            ctx.update(b"\0");
-        }
-        let digest = ctx.finish();
-        format!(
-            "{kind}:{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
-        )
-    };
-    (hash("pair", &[email, ip]), hash("ip", &[ip]))
-}
-
 impl SessionSettings {
     pub fn from_config(config: &Config) -> Self {
         let s = &config.session;
@@ -261,120 +231,6 @@ impl Sessions {
         Ok(self.signer.mint(&claims)?)
     }
 
-    /// Checks email and password and opens a new session (family). A `previous` session
-    /// presented with the login is revoked, so replaced cookies leave nothing live behind.
-    pub async fn login(
-        &self,
-        email: &str,
-        password: String,
-        client: ClientInfo,
-        previous: Option<CookieTokens>,
-    ) -> Result<Authenticated, SessionError> {
-        let email = normalize_email(email);
-        if password.len() > MAX_PASSWORD_BYTES || email.len() > 320 {
-            metrics::login(metrics::Login::BadCredentials);
-            return Err(SessionError::BadCredentials);
-        }
-        let now = self.now();
-        let (pair_key, ip_key) = throttle_keys(&email, &client.ip);
-        if self.settings.throttle.is_some() {
-            let keys = [pair_key.clone(), ip_key.clone()];
-            if let Some(until) = self.store.throttle_locked(&keys, now).await? {
-                metrics::login(metrics::Login::Throttled);
-                tracing::warn!(
-                    event = "login_throttled",
-                    ip = %client.ip,
-                    user_agent = %client.user_agent,
-                    retry_after_ms = until - now,
-                    "login refused: too many failures"
-                );
-                return Err(SessionError::Throttled {
-                    retry_after_ms: until - now,
-                });
-            }
-        }
-        let user = self.store.user_by_email(&email).await?;
-        let ok = self
-            .passwords
-            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
-            .await
-            .map_err(|e| SessionError::Internal(e.to_string()))?;
-        let user = match user {
-            Some(user) if ok && !user.disabled => user,
-            user => {
-                let why = match &user {
-                    None => "unknown_email",
-                    Some(u) if u.disabled && ok => "disabled",
-                    Some(_) => "bad_password",
-                };
-                metrics::login(if why == "disabled" {
-                    metrics::Login::Disabled
-                } else {
-                    metrics::Login::BadCredentials
-                });
-                tracing::warn!(
-                    event = "login_failed",
-                    reason = why,
-                    user = user.as_ref().map(|u| u.id.as_str()).unwrap_or("-"),
-                    ip = %client.ip,
-                    user_agent = %client.user_agent,
-                    "login failed"
-                );
-                if let Some(t) = &self.settings.throttle {
-                    self.store.throttle_fail(&pair_key, &t.pair, now).await?;
-                    self.store.throttle_fail(&ip_key, &t.ip, now).await?;
-                }
-                return Err(SessionError::BadCredentials);
-            }
-        };
-        if self.settings.throttle.is_some() {
-            self.store.throttle_reset(&pair_key).await?;
-        }
-        if let Some(previous) = previous {
-            if let Ok(old) = RefreshToken::parse(&previous.refresh) {
-                if self
-                    .store
-                    .revoke_family(&old.family_id, RevokeReason::Replaced, now)
-                    .await?
-                {
-                    metrics::families_revoked(RevokeReason::Replaced, 1);
-                }
-            }
-        }
-        let family_id = new_id()?;
-        let refresh = RefreshToken::generate(&family_id)?;
-        let abs_exp = now + self.settings.max_lifetime;
-        self.store
-            .create_family(&NewFamily {
-                id: family_id.clone(),
-                user_id: user.id.clone(),
-                secret_hash: refresh.secret_hash(),
-                now,
-                idle_ms: self.settings.idle,
-                abs_exp,
-                user_agent: client.user_agent.clone(),
-                ip: client.ip.clone(),
-            })
-            .await?;
-        let view = user_view(&user);
-        let access = self.mint(&view, &family_id, now)?;
-        metrics::login(metrics::Login::Ok);
-        tracing::info!(event = "login", user = %user.id, family = %family_id, ip = %client.ip, "session opened");
-        Ok(Authenticated {
-            user: view,
-            session: SessionView {
-                id: family_id,
-                access_expires_at: now + self.settings.access_ttl,
-                idle_expires_at: crate::store::family_expiry(now, self.settings.idle, abs_exp),
-                max_expires_at: abs_exp,
-            },
-            renewed: Some(CookieTokens {
-                access,
-                refresh: refresh.expose(),
-            }),
-        })
-    }
-
     /// Validates a cookie's tokens: the family must be live (one store round trip), and the
     /// access token is rotated when due (or when forced).
     pub async fn authenticate(
@@ -442,13 +298,7 @@ impl Sessions {
         let user = match self.store.user(&user_id).await? {
             Some(user) if !user.disabled => user,
             _ => {
-                if self
-                    .store
-                    .revoke_family(&fid, RevokeReason::UserDisabled, now)
-                    .await?
-                {
-                    metrics::families_revoked(RevokeReason::UserDisabled, 1);
-                }
+                revoke_family(self.store.as_ref(), &fid, RevokeReason::UserDisabled, now).await?;
                 metrics::refresh(metrics::Refresh::Revoked);
                 tracing::warn!(event = "session_revoked", reason = "user_disabled", family = %fid, user = %user_id, ip = %client.ip, user_agent = %client.user_agent, "session of a disabled user ended");
                 return Err(SessionError::Invalid(InvalidReason::UserDisabled));
@@ -491,7 +341,7 @@ impl Sessions {
             }
             RotateOutcome::ReuseDetected { user_id: owner } => {
                 metrics::refresh(metrics::Refresh::ReuseDetected);
-                metrics::families_revoked(RevokeReason::Reuse, 1);
+                revoke::counted(RevokeReason::Reuse, 1);
                 tracing::warn!(
                     event = "refresh_token_reuse",
                     family = %fid,
@@ -542,12 +392,14 @@ impl Sessions {
         let Ok(presented) = RefreshToken::parse(&tokens.refresh) else {
             return Ok(());
         };
-        if self
-            .store
-            .revoke_family(&presented.family_id, RevokeReason::Logout, self.now())
-            .await?
-        {
-            metrics::families_revoked(RevokeReason::Logout, 1);
+        let outcome = revoke_family(
+            self.store.as_ref(),
+            &presented.family_id,
+            RevokeReason::Logout,
+            self.now(),
+        )
+        .await?;
+        if outcome == RevokeOutcome::Revoked {
             tracing::warn!(event = "session_revoked", reason = "logout", family = %presented.family_id, ip = %client.ip, user_agent = %client.user_agent, "logged out");
         }
         Ok(())
@@ -566,7 +418,6 @@ impl Sessions {
             self.now(),
         )
         .await?;
-        metrics::families_revoked(RevokeReason::LogoutAll, n as u64);
         tracing::warn!(event = "session_revoked", reason = "logout_all", family = %auth.session.id, user = %auth.user.id, sessions = n, ip = %client.ip, user_agent = %client.user_agent, "logged out everywhere");
         Ok(n)
     }
@@ -586,13 +437,7 @@ impl Sessions {
         let now = self.now();
         match self.store.family(family_id, now).await? {
             FamilyState::Live(info) if info.user_id == auth.user.id => {
-                if self
-                    .store
-                    .revoke_family(family_id, RevokeReason::Logout, now)
-                    .await?
-                {
-                    metrics::families_revoked(RevokeReason::Logout, 1);
-                }
+                revoke_family(self.store.as_ref(), family_id, RevokeReason::Logout, now).await?;
                 tracing::warn!(event = "session_revoked", reason = "logout", family = %family_id, user = %auth.user.id, ip = %client.ip, user_agent = %client.user_agent, "session revoked by its user");
                 Ok(())
             }

@@ -11,8 +11,8 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    family_expiry, FamilyInfo, FamilyState, NewFamily, RevokeReason, RotateOutcome, RotateRequest,
-    Store, StoreError, ThrottlePolicy, UserRecord,
+    family_expiry, FamilyInfo, FamilyState, NewFamily, RevokeOutcome, RevokeReason, RotateOutcome,
+    RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
 };
 use crate::{clock::Millis, tokens::hashes_equal};
 
@@ -201,16 +201,17 @@ impl Store for MemoryStore {
         id: &str,
         reason: RevokeReason,
         now: Millis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<RevokeOutcome, StoreError> {
         let mut inner = self.lock()?;
-        match inner.family_mut(id, now) {
-            Some(f) if f.revoked.is_none() => {
+        Ok(match inner.family_mut(id, now) {
+            None => RevokeOutcome::Expired,
+            Some(f) if f.revoked.is_some() => RevokeOutcome::AlreadyRevoked,
+            Some(f) => {
                 f.revoked = Some(reason.as_str().to_owned());
                 f.next = None;
-                Ok(true)
+                RevokeOutcome::Revoked
             }
-            _ => Ok(false),
-        }
+        })
     }
 
     async fn user_families(

@@ -6,8 +6,8 @@ use std::{future::Future, sync::Arc, time::Instant};
 use async_trait::async_trait;
 
 use super::{
-    FamilyInfo, FamilyState, Liveness, NewFamily, RevokeReason, RotateOutcome, RotateRequest,
-    Store, StoreError, ThrottlePolicy, UserRecord,
+    FamilyInfo, FamilyState, Liveness, NewFamily, RevokeOutcome, RevokeReason, RotateOutcome,
+    RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
 };
 use crate::clock::Millis;
 
@@ -77,7 +77,7 @@ impl Store for Metered {
         id: &str,
         reason: RevokeReason,
         now: Millis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<RevokeOutcome, StoreError> {
         timed("revoke_family", self.0.revoke_family(id, reason, now)).await
     }
 

@@ -66,6 +66,19 @@ impl RevokeReason {
     }
 }
 
+/// What [`Store::revoke_family`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The family was live and is now revoked (a tombstone until its key expires).
+    Revoked,
+    /// The family was revoked before; its first reason stays.
+    AlreadyRevoked,
+    /// No such family, or it has expired (idle or absolute): nothing to revoke. The same word
+    /// as [`RotateOutcome::Expired`] and [`FamilyState::Expired`]: a store cannot tell a family
+    /// that expired from one that never was.
+    Expired,
+}
+
 /// What a login writes: a new family whose current secret hash is `secret_hash`.
 #[derive(Debug, Clone)]
 pub struct NewFamily {
@@ -214,13 +227,14 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Rotates atomically (one round trip); see [`RotateOutcome`].
     async fn rotate(&self, request: &RotateRequest) -> Result<RotateOutcome, StoreError>;
-    /// Marks a family revoked, keeping it as a tombstone until it expires. `true` if it was live.
+    /// Marks a live family revoked, keeping it as a tombstone until it expires (one round
+    /// trip); see [`RevokeOutcome`].
     async fn revoke_family(
         &self,
         id: &str,
         reason: RevokeReason,
         now: Millis,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<RevokeOutcome, StoreError>;
     /// The user's live families at `now`; dead index entries are pruned.
     async fn user_families(
         &self,
@@ -255,7 +269,7 @@ pub async fn revoke_user_families(
 ) -> Result<usize, StoreError> {
     let mut revoked = 0;
     for family in store.user_families(user_id, now).await? {
-        if store.revoke_family(&family.id, reason, now).await? {
+        if store.revoke_family(&family.id, reason, now).await? == RevokeOutcome::Revoked {
             revoked += 1;
         }
     }

@@ -20,9 +20,9 @@ use base64::Engine as _;
 use bffgate::{
     clock::ManualClock,
     config::{Config, RedisConfig},
+    session::users::Users,
     store::{memory::MemoryStore, redis::RedisStore, Store},
     tokens::new_id,
-    users::Users,
     Gateway,
 };
 

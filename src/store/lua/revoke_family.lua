@@ -5,12 +5,18 @@
 -- ARGV[1]  reason (logout, logout_all, reuse, admin, user_disabled, replaced)
 -- ARGV[2]  now, ms since the epoch
 --
--- Returns 1 if the family was live and is now revoked, 0 if it was missing, expired or
--- already revoked (the first reason is kept).
+-- Returns one of
+--   "revoked"           the family was live and is now revoked
+--   "already_revoked"   it was revoked before (the first reason is kept)
+--   "expired"           it is missing, or its idle/absolute expiry has passed
+-- Expiry is judged first, as the memory store does: an expired tombstone is simply gone.
 local f = redis.call('HMGET', KEYS[1], 'uid', 'exp', 'revoked')
-if not f[1] or f[3] or tonumber(ARGV[2]) >= tonumber(f[2]) then
-  return 0
+if not f[1] or tonumber(ARGV[2]) >= tonumber(f[2]) then
+  return 'expired'
+end
+if f[3] then
+  return 'already_revoked'
 end
 redis.call('HSET', KEYS[1], 'revoked', ARGV[1], 'revoked_at', ARGV[2])
 redis.call('DEL', KEYS[2])
-return 1
+return 'revoked'

@@ -1,13 +1,17 @@
 //! User administration shared by the CLI and the demo: add, change password, disable,
-//! enable, list. Disabling a user also revokes every session they have.
+//! enable, list, and a user's sessions (list, revoke). Disabling a user also revokes every
+//! session they have. Emails are normalised here exactly as a login normalises them.
 
 use std::sync::Arc;
 
+use super::{
+    normalize_email,
+    revoke::{revoke_family, revoke_user_families},
+};
 use crate::{
     clock::{Clock, SystemClock},
     password::{hash_blocking, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS},
-    session::normalize_email,
-    store::{revoke_user_families, FamilyInfo, RevokeReason, Store, StoreError, UserRecord},
+    store::{FamilyInfo, RevokeOutcome, RevokeReason, Store, StoreError, UserRecord},
     tokens::new_id,
 };
 
@@ -156,10 +160,14 @@ impl Users {
 
     /// Revokes one session by id (reason `admin`); `false` if it was not live.
     pub async fn revoke_session(&self, id: &str) -> Result<bool, UserError> {
-        let revoked = self
-            .store
-            .revoke_family(id, RevokeReason::Admin, self.clock.now_ms())
-            .await?;
+        let outcome = revoke_family(
+            self.store.as_ref(),
+            id,
+            RevokeReason::Admin,
+            self.clock.now_ms(),
+        )
+        .await?;
+        let revoked = outcome == RevokeOutcome::Revoked;
         if revoked {
             tracing::warn!(event = "session_revoked", reason = "admin", family = %id, "session revoked by an administrator");
         }

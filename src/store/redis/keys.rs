@@ -1,0 +1,63 @@
+//! The names of every Redis key the store writes, all under the configured prefix.
+//!
+//! - `<prefix>fam:{<fid>}` hash: one family (fields in [`super::records`]); expires at
+//!   `exp = min(last_used + idle, abs_exp)`.
+//! - `<prefix>fam:{<fid>}:next` the sealed successor, for the grace window only.
+//! - `<prefix>user:{<uid>}` hash: `id email pw roles disabled created`.
+//! - `<prefix>user:{<uid>}:fams` set of family ids (may hold dead ids; pruned when listed).
+//! - `<prefix>email:<email>` → uid, and `<prefix>users` set of uids.
+//! - `<prefix>thr:<key>` hash: one throttle counter `{n, until, forget}`.
+//!
+//! Hash tags: Redis Cluster places a key by the part inside its first `{…}`. Every key of one
+//! family carries `{<fid>}`, so the scripts that touch a family and its sealed successor
+//! together (rotation, revocation) run in one slot, atomically. Per-user keys carry `{<uid>}`;
+//! the family index therefore lives in the user's slot, not the family's: it is written
+//! separately and tolerates a lost write (a family missing from it still expires). No command
+//! that names an email, throttle or users key names any other key, so those need no tag.
+
+/// Key names under one prefix.
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(super) fn family(&self, fid: &str) -> String {
+        format!("{}fam:{{{fid}}}", self.prefix)
+    }
+
+    pub(super) fn next(&self, fid: &str) -> String {
+        format!("{}fam:{{{fid}}}:next", self.prefix)
+    }
+
+    pub(super) fn user(&self, uid: &str) -> String {
+        format!("{}user:{{{uid}}}", self.prefix)
+    }
+
+    pub(super) fn user_families(&self, uid: &str) -> String {
+        format!("{}user:{{{uid}}}:fams", self.prefix)
+    }
+
+    pub(super) fn email(&self, email: &str) -> String {
+        format!("{}email:{email}", self.prefix)
+    }
+
+    /// Throttle counters: the key is already a hash of what it counts.
+    pub(super) fn throttle(&self, key: &str) -> String {
+        format!("{}thr:{key}", self.prefix)
+    }
+
+    pub(super) fn users(&self) -> String {
+        format!("{}users", self.prefix)
+    }
+}

@@ -1,0 +1,366 @@
+//! The shared store on Redis: the [`Store`] operations as commands and Lua scripts
+//! (`EVALSHA`), one module per concern beside it — `pool` lends connections, `keys` names
+//! the keys (and says why every key of a family shares a hash tag), `records` writes and
+//! reads the hashes. The scripts live in `src/store/lua/`, each with a header that lists its
+//! `KEYS`, `ARGV` and reply.
+
+mod keys;
+mod pool;
+mod records;
+
+use std::{collections::HashMap, time::Duration};
+
+use async_trait::async_trait;
+use deadpool_redis::redis::{self, Script};
+
+use super::{
+    family_expiry, FamilyInfo, FamilyState, Liveness, NewFamily, RevokeOutcome, RevokeReason,
+    RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+};
+use crate::clock::Millis;
+use keys::Keys;
+use pool::{unavailable, Conn, Pools};
+use records::{corrupt, FAMILY_FIELDS, LIVENESS_FIELDS};
+
+/// Users and families in Redis.
+pub struct RedisStore {
+    pools: Pools,
+    keys: Keys,
+    rotate: Script,
+    revoke: Script,
+    throttle: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.keys.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Pools to `url`, `pool_size` connections for each thread that uses the store; connects
+    /// lazily, so an unreachable Redis is reported per request.
+    pub fn connect(
+        url: &str,
+        prefix: &str,
+        pool_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            pools: Pools::new(url, pool_size, timeout)?,
+            keys: Keys::new(prefix),
+            rotate: Script::new(include_str!("../lua/rotate_family.lua")),
+            revoke: Script::new(include_str!("../lua/revoke_family.lua")),
+            throttle: Script::new(include_str!("../lua/throttle_fail.lua")),
+        })
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.pools.conn().await
+    }
+
+    async fn write_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let fields = records::user_fields(user)?;
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .hset_multiple(self.keys.user(&user.id), &fields)
+            .ignore()
+            .sadd(self.keys.users(), &user.id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// The rotation script's reply (see `rotate_family.lua`) as an outcome.
+fn rotate_outcome(reply: &[String]) -> Result<RotateOutcome, StoreError> {
+    let num = |v: &String| v.parse::<i64>().map_err(|_| corrupt("rotation reply"));
+    match reply {
+        [tag, uid, gen, exp, abs_exp] if tag == "rotated" => Ok(RotateOutcome::Rotated {
+            user_id: uid.clone(),
+            generation: num(gen)?.unsigned_abs(),
+            idle_exp: num(exp)?,
+            abs_exp: num(abs_exp)?,
+        }),
+        [tag, uid, gen, exp, abs_exp, sealed] if tag == "grace" => Ok(RotateOutcome::Grace {
+            user_id: uid.clone(),
+            generation: num(gen)?.unsigned_abs(),
+            idle_exp: num(exp)?,
+            abs_exp: num(abs_exp)?,
+            sealed_successor: sealed.clone(),
+        }),
+        [tag, uid] if tag == "reuse" => Ok(RotateOutcome::ReuseDetected {
+            user_id: uid.clone(),
+        }),
+        [tag] if tag == "revoked" => Ok(RotateOutcome::Revoked),
+        [tag] if tag == "expired" => Ok(RotateOutcome::Expired),
+        _ => Err(corrupt("rotation reply")),
+    }
+}
+
+/// The revocation script's reply (see `revoke_family.lua`) as an outcome.
+fn revoke_outcome(reply: &str) -> Result<RevokeOutcome, StoreError> {
+    match reply {
+        "revoked" => Ok(RevokeOutcome::Revoked),
+        "already_revoked" => Ok(RevokeOutcome::AlreadyRevoked),
+        "expired" => Ok(RevokeOutcome::Expired),
+        _ => Err(corrupt("revocation reply")),
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let claimed: bool = {
+            let mut conn = self.conn().await?;
+            redis::cmd("SET")
+                .arg(self.keys.email(&user.email))
+                .arg(&user.id)
+                .arg("NX")
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .map_err(unavailable)?
+                .is_some()
+        };
+        if !claimed {
+            return Err(StoreError::Conflict);
+        }
+        self.write_user(user).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let uid: Option<String> = {
+            let mut conn = self.conn().await?;
+            redis::cmd("GET")
+                .arg(self.keys.email(email))
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?
+        };
+        match uid {
+            Some(uid) => self.user(&uid).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let map: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.user(id))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        records::user_record(&map)
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        self.write_user(user).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let ids: Vec<String> = {
+            let mut conn = self.conn().await?;
+            redis::cmd("SMEMBERS")
+                .arg(self.keys.users())
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?
+        };
+        let mut users = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(user) = self.user(&id).await? {
+                users.push(user);
+            }
+        }
+        users.sort_by(|a, b| a.email.cmp(&b.email));
+        Ok(users)
+    }
+
+    async fn create_family(&self, f: &NewFamily) -> Result<(), StoreError> {
+        let exp = family_expiry(f.now, f.idle_ms, f.abs_exp);
+        let mut conn = self.conn().await?;
+        let key = self.keys.family(&f.id);
+        let fields = records::new_family_fields(f, exp);
+        redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .pexpire(&key, exp - f.now)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        // The per-user index lives in another slot; a lost write only hides the family from
+        // the sessions list, it still expires on its own.
+        redis::cmd("SADD")
+            .arg(self.keys.user_families(&f.user_id))
+            .arg(&f.id)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn family(&self, id: &str, now: Millis) -> Result<FamilyState, StoreError> {
+        let mut conn = self.conn().await?;
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.family(id))
+            .arg(&FAMILY_FIELDS[..])
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        records::family_state(id, fields, now)
+    }
+
+    async fn family_liveness(&self, id: &str, now: Millis) -> Result<Liveness, StoreError> {
+        let mut conn = self.conn().await?;
+        let row: records::LivenessRow = redis::cmd("HMGET")
+            .arg(self.keys.family(id))
+            .arg(&LIVENESS_FIELDS[..])
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        records::family_liveness(row, now)
+    }
+
+    async fn rotate(&self, r: &RotateRequest) -> Result<RotateOutcome, StoreError> {
+        let mut conn = self.conn().await?;
+        // EVALSHA; redis-rs loads the script and repeats only on NOSCRIPT, when it did not run.
+        let reply: Vec<String> = self
+            .rotate
+            .key(self.keys.family(&r.family_id))
+            .key(self.keys.next(&r.family_id))
+            .arg(&r.presented_hash)
+            .arg(&r.successor_hash)
+            .arg(&r.sealed_successor)
+            .arg(r.now)
+            .arg(r.idle_ms)
+            .arg(r.grace_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        rotate_outcome(&reply)
+    }
+
+    async fn revoke_family(
+        &self,
+        id: &str,
+        reason: RevokeReason,
+        now: Millis,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut conn = self.conn().await?;
+        let reply: String = self
+            .revoke
+            .key(self.keys.family(id))
+            .key(self.keys.next(id))
+            .arg(reason.as_str())
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        revoke_outcome(&reply)
+    }
+
+    async fn user_families(
+        &self,
+        user_id: &str,
+        now: Millis,
+    ) -> Result<Vec<FamilyInfo>, StoreError> {
+        let index = self.keys.user_families(user_id);
+        let mut conn = self.conn().await?;
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET")
+                .arg(self.keys.family(id))
+                .arg(&FAMILY_FIELDS[..]);
+        }
+        let rows: Vec<Vec<Option<String>>> =
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for (id, fields) in ids.into_iter().zip(rows) {
+            match records::family_state(&id, fields, now)? {
+                FamilyState::Live(info) if info.user_id == user_id => live.push(info),
+                _ => dead.push(id),
+            }
+        }
+        if !dead.is_empty() {
+            redis::cmd("SREM")
+                .arg(&index)
+                .arg(&dead)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        live.sort_by_key(|f| std::cmp::Reverse(f.last_used));
+        Ok(live)
+    }
+
+    async fn throttle_locked(
+        &self,
+        keys: &[String],
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HGET").arg(self.keys.throttle(key)).arg("until");
+        }
+        let mut conn = self.conn().await?;
+        let locks: Vec<Option<i64>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(locks
+            .into_iter()
+            .flatten()
+            .filter(|until| now < *until)
+            .max())
+    }
+
+    async fn throttle_fail(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        now: Millis,
+    ) -> Result<Option<Millis>, StoreError> {
+        let mut conn = self.conn().await?;
+        let until: String = self
+            .throttle
+            .key(self.keys.throttle(key))
+            .arg(policy.free)
+            .arg(policy.base_ms)
+            .arg(policy.max_ms)
+            .arg(policy.window_ms)
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let until: Millis = until.parse().map_err(|_| corrupt("throttle reply"))?;
+        Ok((until > 0).then_some(until))
+    }
+
+    async fn throttle_reset(&self, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("DEL")
+            .arg(self.keys.throttle(key))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+}
