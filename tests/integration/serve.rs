@@ -1,7 +1,6 @@
 //! `bffgate serve` as a process: its JSON logs at trace level hold no secret, and SIGTERM
 //! lets in-flight requests finish while new connections are refused.
 
-mod common;
 
 use std::{
     net::TcpStream,
@@ -11,7 +10,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use common::{upstream::Upstream, *};
+use crate::common::{upstream::Upstream, *};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -173,7 +172,7 @@ fn cookie_of(res: &reqwest::Response) -> String {
 
 #[actix_web::test]
 async fn json_logs_record_events_and_never_a_secret() {
-    let upstream = common::upstream::start();
+    let upstream = crate::common::upstream::start();
     let redis = TestRedis::new();
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
@@ -318,7 +317,7 @@ async fn json_logs_record_events_and_never_a_secret() {
 
 #[actix_web::test]
 async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
-    let upstream = common::upstream::start();
+    let upstream = crate::common::upstream::start();
     let redis = TestRedis::new();
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();

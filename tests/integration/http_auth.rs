@@ -2,12 +2,11 @@
 //! The gateway runs with a manual clock, so expiry and grace windows are crossed without
 //! waiting.
 
-mod common;
 
 use std::time::Duration;
 
 use bffgate::{config::Config, store::FamilyState, tokens::AccessClaims};
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 
 const EMAIL: &str = "alice@example.com";

@@ -1,7 +1,6 @@
 //! The demo API behind the gateway: tokens verified through the gateway's JWKS, bad tokens
 //! refused, and WebSocket upgrades authenticated at the handshake.
 
-mod common;
 
 use std::{net::TcpListener, time::Duration};
 
@@ -12,7 +11,7 @@ use bffgate::{
     demo_api::{build_demo_api, DemoApiSettings},
     tokens::{generate_ed25519_pkcs8, new_id, pkcs8_pem, AccessClaims, Signer},
 };
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 
 const EMAIL: &str = "dana@example.com";

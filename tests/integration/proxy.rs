@@ -1,7 +1,6 @@
 //! The gateway in front of a real upstream on port 0 that records what it receives, with a
 //! real `redis-server` behind the gateway and a cookie-keeping client in front.
 
-mod common;
 
 use std::{
     io::{Read as _, Write as _},
@@ -14,7 +13,7 @@ use bffgate::{
     store::FamilyState,
     tokens::AccessClaims,
 };
-use common::{upstream::Upstream, *};
+use crate::common::{upstream::Upstream, *};
 use reqwest::Method;
 
 const EMAIL: &str = "carol@example.com";
@@ -38,7 +37,7 @@ struct Stack {
 }
 
 async fn stack(tweak: impl FnOnce(&mut Config, &str)) -> Stack {
-    let upstream = common::upstream::start();
+    let upstream = crate::common::upstream::start();
     let redis = TestRedis::new();
     let mut config = with_redis(test_config(), &redis.url, &redis.prefix);
     config.routes = vec![route("/api", &upstream.base, AuthMode::Required)];

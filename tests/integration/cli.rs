@@ -1,7 +1,6 @@
 //! The real `bffgate` binary: user administration against a real Redis, configuration
 //! errors, and `bffgate demo` answering a login.
 
-mod common;
 
 use std::{
     io::Write as _,
@@ -9,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bffgate");
 

@@ -5,7 +5,6 @@
 //!
 //! Needs `docker-compose` (`.ci/run` installs Debian's); without it these tests fail.
 
-mod common;
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +14,7 @@ use std::{
 };
 
 use bffgate::config::Config;
-use common::{browser, free_port, TestRedis};
+use crate::common::{browser, free_port, TestRedis};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bffgate");

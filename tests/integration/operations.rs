@@ -2,7 +2,6 @@
 //! (across instances), cookie and signing key rotation without logging anyone out, and the
 //! OpenAPI document checked against the routes the gateway answers.
 
-mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -11,7 +10,7 @@ use bffgate::{
     config::{AuthMode, Config, Redacted, RouteConfig},
     tokens::{generate_ed25519_pkcs8, pkcs8_pem, AccessClaims},
 };
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -215,7 +214,7 @@ async fn verify(gw: &TestGateway, token: &str) -> (String, AccessClaims) {
 
 #[actix_web::test]
 async fn signing_key_rotation_keeps_issued_tokens_verifiable() {
-    let upstream = common::upstream::start();
+    let upstream = crate::common::upstream::start();
     let redis = TestRedis::new();
     let dir = tempfile::tempdir().expect("dir");
     let (k1, k2) = (write_key(&dir, "k1.pem"), write_key(&dir, "k2.pem"));
