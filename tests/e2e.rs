@@ -11,12 +11,12 @@ mod common;
 use std::{
     net::TcpListener,
     path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use bffgate::demo::{DEMO_EMAIL, DEMO_PASSWORD};
-use common::{free_port, test_config, COOKIE};
+use common::{eventually, free_port, test_config, ChildProcess, COOKIE};
 use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -28,12 +28,13 @@ const PAST_EXPIRY: Duration = Duration::from_millis(2300);
 
 /// A ChromeDriver process, killed on drop with the browser it started.
 struct Driver {
-    child: Child,
+    process: ChildProcess,
     port: u16,
 }
 
 impl Driver {
-    fn start() -> Self {
+    /// Starts ChromeDriver and waits until it answers `/status` with `ready: true`.
+    async fn start() -> Self {
         let binary = std::env::var("BFFGATE_E2E_CHROMEDRIVER")
             .unwrap_or_else(|_| "/usr/bin/chromedriver".into());
         let port = free_port();
@@ -46,49 +47,32 @@ impl Driver {
         if let Ok(dir) = std::env::var("BFFGATE_E2E_LOG_DIR") {
             command.arg(format!("--log-path={dir}/chromedriver-{port}.log"));
         }
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start {binary}: {e}. The end-to-end tests need Chromium and ChromeDriver: \
-                 apt-get install chromium chromium-driver"
-            )
-        });
-        Self { child, port }
+        let what = format!(
+            "{binary} (the end-to-end tests need Chromium and ChromeDriver: \
+             apt-get install chromium chromium-driver)"
+        );
+        // The browser it started goes too (a test that failed before `close`).
+        let process = ChildProcess::spawn(&mut command, &what).ending_its_children_on_drop();
+        let mut driver = Self { process, port };
+        let status = format!("{}/status", driver.url());
+        let client = reqwest::Client::new();
+        driver
+            .process
+            .wait_until_ready(PATIENCE, || async {
+                match client.get(&status).send().await {
+                    Ok(res) => res
+                        .json::<Value>()
+                        .await
+                        .is_ok_and(|status| status["value"]["ready"] == true),
+                    Err(_) => false,
+                }
+            })
+            .await;
+        driver
     }
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Waits until ChromeDriver answers `/status` with `ready: true`.
-    async fn ready(&self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(res) = client.get(format!("{}/status", self.url())).send().await {
-                if let Ok(status) = res.json::<Value>().await {
-                    if status["value"]["ready"] == true {
-                        return;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // The browser it started (a test that failed before `close`), then the driver.
-        // Never `kill -SIG -PGID`: procps-ng 4.0.2's kill took that for "every process".
-        let _ = Command::new("pkill")
-            .args(["-TERM", "-P", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -112,8 +96,7 @@ impl World {
             .expect("demo stack starts");
         actix_web::rt::spawn(stack.server);
 
-        let driver = Driver::start();
-        driver.ready().await;
+        let driver = Driver::start().await;
         let profile = tempfile::tempdir().expect("profile dir");
         let chromium =
             std::env::var("BFFGATE_E2E_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -195,18 +178,11 @@ impl World {
 
     /// Waits until `check` (a JavaScript expression) is true in the current tab.
     async fn until(&self, what: &str, check: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if self
-                .script(&format!("return Boolean({check});"), vec![])
-                .await
-                == true
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let script = format!("return Boolean({check});");
+        eventually(what, PATIENCE, || async {
+            self.script(&script, vec![]).await == true
+        })
+        .await;
     }
 
     /// Signs in through the form with `password` (the form must be showing).

@@ -1,18 +1,21 @@
 //! Test fixtures: a real `redis-server` on a free loopback port (killed on drop), a gateway
-//! on port 0 with a controllable clock, and HTTP clients with and without a cookie jar.
+//! on port 0 with a controllable clock, HTTP clients with and without a cookie jar, and child
+//! processes that end with their test ([`process`]).
 //!
 //! `BFFGATE_TEST_REDIS_URL` may point at an existing Redis instead; every test then still owns
 //! its key prefix.
-#![allow(dead_code)]
+// Every test binary uses a different part of the fixtures.
+#![allow(dead_code, unused_imports)]
 
+pub mod process;
 pub mod upstream;
 
 use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use actix_web::cookie::{Cookie, CookieJar, Key};
@@ -25,6 +28,7 @@ use bffgate::{
     users::Users,
     Gateway,
 };
+pub use process::{eventually, ChildProcess};
 
 pub const PASSWORD: &str = "correct horse battery";
 pub const COOKIE: &str = "__Host-bff";
@@ -42,7 +46,7 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     aof: bool,
-    child: Option<Child>,
+    process: Option<ChildProcess>,
 }
 
 impl RedisServer {
@@ -61,7 +65,7 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             aof,
-            child: None,
+            process: None,
         };
         server.restart();
         server
@@ -96,49 +100,27 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        let child = cmd
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
-        wait_for_redis(&self.url());
+        let mut process = ChildProcess::spawn(
+            &mut cmd,
+            "redis-server (is it installed? apt-get install redis-server)",
+        );
+        let client = redis::Client::open(self.url()).expect("redis url");
+        process.wait_until_ready_blocking(Duration::from_secs(10), || answers_ping(&client));
+        self.process = Some(process);
     }
 
     /// Stops the process (SIGTERM lets it finish writing its AOF) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
+        if let Some(mut process) = self.process.take() {
+            process.stop();
         }
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Polls until Redis at `url` answers PING (readiness check, bounded to 10 s).
-pub fn wait_for_redis(url: &str) {
-    let client = redis::Client::open(url).expect("redis url");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-            if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "redis at {url} did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn answers_ping(client: &redis::Client) -> bool {
+    client
+        .get_connection_with_timeout(Duration::from_millis(200))
+        .is_ok_and(|mut conn| redis::cmd("PING").query::<String>(&mut conn).is_ok())
 }
 
 /// Where a test's Redis lives: its own server, or the one named by `BFFGATE_TEST_REDIS_URL`.

@@ -1,11 +1,9 @@
 //! The real `bffgate` binary: user administration against a real Redis, configuration
 //! errors, and `bffgate demo` answering a login.
 
-
 use std::{
     io::Write as _,
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Output, Stdio},
 };
 
 use crate::common::*;
@@ -221,40 +219,21 @@ fn example_config_is_valid() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
-/// `bffgate demo` as a child process, killed on drop.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[actix_web::test]
 async fn demo_serves_a_seeded_user() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let _demo = Demo(
+    let mut demo = ChildProcess::spawn(
         Command::new(BIN)
             .args(["demo", "--listen", &listen])
             .env_remove("BFFGATE_CONFIG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
+        "bffgate demo",
     );
+    demo.wait_until_http_ok(&format!("http://{listen}/healthz"))
+        .await;
     let client = browser();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(res) = client.get(format!("http://{listen}/healthz")).send().await {
-            if res.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "demo did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let res = client
         .post(format!("http://{listen}/auth/login"))
         .json(&serde_json::json!({ "email": "demo@example.com", "password": "bffgate-demo" }))

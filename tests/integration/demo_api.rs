@@ -1,9 +1,9 @@
 //! The demo API behind the gateway: tokens verified through the gateway's JWKS, bad tokens
 //! refused, and WebSocket upgrades authenticated at the handshake.
 
-
 use std::{net::TcpListener, time::Duration};
 
+use crate::common::*;
 use awc::ws;
 use bffgate::{
     clock::{Clock as _, SystemClock},
@@ -11,7 +11,6 @@ use bffgate::{
     demo_api::{build_demo_api, DemoApiSettings},
     tokens::{generate_ed25519_pkcs8, new_id, pkcs8_pem, AccessClaims, Signer},
 };
-use crate::common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 
 const EMAIL: &str = "dana@example.com";

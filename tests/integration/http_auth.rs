@@ -2,11 +2,10 @@
 //! The gateway runs with a manual clock, so expiry and grace windows are crossed without
 //! waiting.
 
-
 use std::time::Duration;
 
-use bffgate::{config::Config, store::FamilyState, tokens::AccessClaims};
 use crate::common::*;
+use bffgate::{config::Config, store::FamilyState, tokens::AccessClaims};
 use reqwest::Method;
 
 const EMAIL: &str = "alice@example.com";

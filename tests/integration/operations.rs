@@ -2,15 +2,14 @@
 //! (across instances), cookie and signing key rotation without logging anyone out, and the
 //! OpenAPI document checked against the routes the gateway answers.
 
-
 use std::{collections::BTreeSet, time::Duration};
 
+use crate::common::*;
 use base64::Engine as _;
 use bffgate::{
     config::{AuthMode, Config, Redacted, RouteConfig},
     tokens::{generate_ed25519_pkcs8, pkcs8_pem, AccessClaims},
 };
-use crate::common::*;
 use reqwest::Method;
 use serde_json::Value;
 

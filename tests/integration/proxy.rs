@@ -1,19 +1,18 @@
 //! The gateway in front of a real upstream on port 0 that records what it receives, with a
 //! real `redis-server` behind the gateway and a cookie-keeping client in front.
 
-
 use std::{
     io::{Read as _, Write as _},
     sync::atomic::Ordering,
     time::Duration,
 };
 
+use crate::common::{upstream::Upstream, *};
 use bffgate::{
     config::{AuthMode, Config, RouteConfig},
     store::FamilyState,
     tokens::AccessClaims,
 };
-use crate::common::{upstream::Upstream, *};
 use reqwest::Method;
 
 const EMAIL: &str = "carol@example.com";

@@ -1,16 +1,15 @@
 //! `bffgate serve` as a process: its JSON logs at trace level hold no secret, and SIGTERM
 //! lets in-flight requests finish while new connections are refused.
 
-
 use std::{
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
-use base64::Engine as _;
 use crate::common::{upstream::Upstream, *};
+use base64::Engine as _;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -63,7 +62,7 @@ fn command(config: &Path) -> Command {
 /// A `bffgate serve` process; killed on drop if still running. Its standard error goes to
 /// a file (a pipe nobody reads would fill up and stall it).
 struct Served {
-    child: Child,
+    process: ChildProcess,
     port: u16,
     log: PathBuf,
 }
@@ -76,25 +75,14 @@ impl Served {
             .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
-        let served = Self {
-            child: cmd.spawn().expect("bffgate serve starts"),
+        let mut served = Self {
+            process: ChildProcess::spawn(&mut cmd, "bffgate serve"),
             port,
             log,
         };
-        let client = raw_client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(res) = client.get(served.url("/readyz")).send().await {
-                if res.status() == 200 {
-                    return served;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "bffgate serve did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let ready = served.url("/readyz");
+        served.process.wait_until_http_ok(&ready).await;
+        served
     }
 
     fn url(&self, path: &str) -> String {
@@ -102,32 +90,14 @@ impl Served {
     }
 
     fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        self.process.terminate();
     }
 
     /// Waits for the process to exit (within `limit`); its status and standard error.
     fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "bffgate did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = self.process.wait_for_exit(limit);
         let stderr = std::fs::read_to_string(&self.log).expect("log");
         (status, stderr)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -327,22 +297,19 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
     let url = served.url("/api/slow?ms=1500");
     let in_flight =
         actix_web::rt::spawn(async move { raw_client().get(url).send().await.map(|r| r.status()) });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !upstream.seen().iter().any(|s| s.path == "/api/slow") {
-        assert!(
-            Instant::now() < deadline,
-            "the request did not reach the upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the request to reach the upstream",
+        Duration::from_secs(10),
+        || std::future::ready(upstream.seen().iter().any(|s| s.path == "/api/slow")),
+    )
+    .await;
     served.terminate();
     // The listener closes at once …
     let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(&addr).is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the listener to close", Duration::from_secs(5), || {
+        std::future::ready(TcpStream::connect(&addr).is_err())
+    })
+    .await;
     assert!(
         !in_flight.is_finished(),
         "the slow request is still in flight when accepting stops"
