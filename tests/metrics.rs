@@ -42,8 +42,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[actix_web::test]
 async fn metrics_count_a_scripted_session() {
     let upstream = common::upstream::start();
-    let redis = TestRedis::new();
-    let mut config = redis.config();
+    let mut config = test_config();
     config.throttle.free_attempts = 1;
     config.routes = vec![route("/api", &upstream.base, AuthMode::Required)];
     let gw = TestGateway::start(config, EMAIL).await;

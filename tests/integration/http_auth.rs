@@ -1,6 +1,7 @@
-//! `/auth/*` over real HTTP with a cookie jar, against a real `redis-server` each test starts.
-//! The gateway runs with a manual clock, so expiry and grace windows are crossed without
-//! waiting.
+//! `/auth/*` over real HTTP with a cookie jar. Sessions, rotation, expiry and revocation run
+//! against a real `redis-server` each test starts; the cookie, login answers, CSRF and request
+//! validation, where the store is not the point, against the memory store. The gateway runs
+//! with a manual clock, so expiry and grace windows are crossed without waiting.
 
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ fn is_removal(res: &reqwest::Response) -> bool {
 
 #[actix_web::test]
 async fn login_sets_a_sealed_host_cookie_and_no_token_in_the_body() {
-    let (_redis, gw) = redis_gateway().await;
+    let gw = TestGateway::memory(EMAIL).await;
     let res = login_request(&gw, "  Alice@Example.com ", PASSWORD)
         .send()
         .await
@@ -79,7 +80,7 @@ async fn login_sets_a_sealed_host_cookie_and_no_token_in_the_body() {
 
 #[actix_web::test]
 async fn access_token_verifies_against_the_published_jwks() {
-    let (_redis, gw) = redis_gateway().await;
+    let gw = TestGateway::memory(EMAIL).await;
     let cookie = login_cookie_of(&gw, EMAIL).await;
     let (access, _) = open_cookie(&cookie);
     let (_, claims) = verify_with_jwks(&gw, &access, true).await;
@@ -90,7 +91,7 @@ async fn access_token_verifies_against_the_published_jwks() {
 
 #[actix_web::test]
 async fn wrong_password_and_unknown_email_get_identical_answers() {
-    let (_redis, gw) = redis_gateway().await;
+    let gw = TestGateway::memory(EMAIL).await;
     let attempt = |email: &'static str, password: &'static str| {
         let request = login_request(&gw, email, password);
         async move {
@@ -225,7 +226,7 @@ async fn absolute_lifetime_is_never_extended_by_activity() {
 
 #[actix_web::test]
 async fn tampered_or_garbage_cookie_is_401_and_cleared() {
-    let (_redis, gw) = redis_gateway().await;
+    let gw = TestGateway::memory(EMAIL).await;
     let cookie = login_cookie_of(&gw, EMAIL).await;
     let mut bytes = cookie.clone().into_bytes();
     let mid = bytes.len() / 2;
@@ -319,7 +320,7 @@ async fn a_disabled_users_family_dies_at_its_next_refresh() {
 
 #[actix_web::test]
 async fn csrf_header_and_same_origin_are_required_on_auth_routes() {
-    let (_redis, gw) = redis_gateway().await;
+    let gw = TestGateway::memory(EMAIL).await;
     // A login without the header, and `login_request`'s (which carries it) with more.
     let no_header = raw_client()
         .post(gw.url("/auth/login"))
@@ -350,7 +351,7 @@ async fn csrf_header_and_same_origin_are_required_on_auth_routes() {
 
 #[actix_web::test]
 async fn malformed_bodies_get_specific_answers() {
-    let (_redis, gw) = redis_gateway().await;
+    let gw = TestGateway::memory(EMAIL).await;
     let post = |body: &'static str, content_type: &'static str| {
         raw_client()
             .post(gw.url("/auth/login"))
@@ -386,7 +387,7 @@ async fn malformed_bodies_get_specific_answers() {
 
 #[actix_web::test]
 async fn unauthenticated_requests_get_problem_json_and_unknown_paths_404() {
-    let (_redis, gw) = redis_gateway().await;
+    let gw = TestGateway::memory(EMAIL).await;
     let res = raw_client()
         .get(gw.url("/auth/session"))
         .header("x-csrf", "1")

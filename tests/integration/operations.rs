@@ -1,6 +1,7 @@
-//! Operations over real HTTP against gateways on a real `redis-server`: login throttling
-//! (across instances), cookie and signing key rotation without logging anyone out, and the
-//! OpenAPI document checked against the routes the gateway answers.
+//! Operations over real HTTP: login throttling (on the memory store, and across instances on a
+//! real `redis-server`), cookie and signing key rotation without logging anyone out (instances
+//! sharing a real `redis-server`), and the OpenAPI document checked against the routes the
+//! gateway answers.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -23,12 +24,10 @@ fn throttled(mut config: Config, free: u32, ip_free: u32) -> Config {
     config
 }
 
-/// A gateway on a Redis of its own that throttles after `free` failures per email and
-/// address, and after `ip_free` per address.
-async fn throttled_gateway(free: u32, ip_free: u32) -> (TestRedis, TestGateway) {
-    let redis = TestRedis::new();
-    let config = throttled(redis.config(), free, ip_free);
-    (redis, TestGateway::start(config, EMAIL).await)
+/// A gateway on the memory store that throttles after `free` failures per email and address,
+/// and after `ip_free` per address.
+async fn throttled_gateway(free: u32, ip_free: u32) -> TestGateway {
+    TestGateway::start(throttled(test_config(), free, ip_free), EMAIL).await
 }
 
 async fn attempt(gw: &TestGateway, email: &str, password: &str) -> reqwest::Response {
@@ -46,7 +45,7 @@ fn retry_after(res: &reqwest::Response) -> Option<String> {
 
 #[actix_web::test]
 async fn repeated_failures_get_429_with_a_doubling_retry_after_and_success_resets() {
-    let (_redis, gw) = throttled_gateway(2, 50).await;
+    let gw = throttled_gateway(2, 50).await;
     for _ in 0..3 {
         assert_eq!(attempt(&gw, EMAIL, "wrong password").await.status(), 401);
     }
@@ -75,7 +74,7 @@ async fn repeated_failures_get_429_with_a_doubling_retry_after_and_success_reset
 
 #[actix_web::test]
 async fn unknown_emails_are_throttled_exactly_like_known_ones() {
-    let (_redis, gw) = throttled_gateway(2, 50).await;
+    let gw = throttled_gateway(2, 50).await;
     let mut answers = Vec::new();
     for email in [EMAIL, "nobody@example.com"] {
         let mut statuses = Vec::new();
@@ -94,7 +93,7 @@ async fn unknown_emails_are_throttled_exactly_like_known_ones() {
 
 #[actix_web::test]
 async fn failures_from_one_address_throttle_every_email_from_it() {
-    let (_redis, gw) = throttled_gateway(10, 3).await;
+    let gw = throttled_gateway(10, 3).await;
     for n in 0..4 {
         let email = format!("guess{n}@example.com");
         assert_eq!(attempt(&gw, &email, "wrong password").await.status(), 401);

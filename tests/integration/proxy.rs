@@ -1,5 +1,6 @@
 //! The gateway in front of a real upstream on port 0 that records what it receives, with a
-//! real `redis-server` behind the gateway and a cookie-keeping client in front.
+//! cookie-keeping client in front. The gateway runs on the memory store: what is tested here
+//! is the proxy, not the store (`http_auth` runs sessions against Redis).
 
 use std::{
     io::{Read as _, Write as _},
@@ -26,23 +27,17 @@ fn route(prefix: &str, upstream: &str, auth: AuthMode) -> RouteConfig {
 }
 
 struct Stack {
-    _redis: TestRedis,
     upstream: Upstream,
     gw: TestGateway,
 }
 
 async fn stack(tweak: impl FnOnce(&mut Config, &str)) -> Stack {
     let upstream = crate::common::upstream::start();
-    let redis = TestRedis::new();
-    let mut config = redis.config();
+    let mut config = test_config();
     config.routes = vec![route("/api", &upstream.base, AuthMode::Required)];
     tweak(&mut config, &upstream.base);
     let gw = TestGateway::start(config, EMAIL).await;
-    Stack {
-        _redis: redis,
-        upstream,
-        gw,
-    }
+    Stack { upstream, gw }
 }
 
 /// The claims of a token the upstream received, verified through the gateway's JWKS. The
