@@ -11,13 +11,13 @@ mod common;
 use std::{
     net::TcpListener,
     path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use bffgate::demo::{DEMO_EMAIL, DEMO_PASSWORD};
-use common::{free_port, test_config, COOKIE};
-use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
+use common::{eventually, free_port, test_config, ChildProcess, COOKIE};
+use fantoccini::{elements::Element, wd::WindowHandle, Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 /// How long the app may take to show what a test waits for.
@@ -28,12 +28,13 @@ const PAST_EXPIRY: Duration = Duration::from_millis(2300);
 
 /// A ChromeDriver process, killed on drop with the browser it started.
 struct Driver {
-    child: Child,
+    process: ChildProcess,
     port: u16,
 }
 
 impl Driver {
-    fn start() -> Self {
+    /// Starts ChromeDriver and waits until it answers `/status` with `ready: true`.
+    async fn start() -> Self {
         let binary = std::env::var("BFFGATE_E2E_CHROMEDRIVER")
             .unwrap_or_else(|_| "/usr/bin/chromedriver".into());
         let port = free_port();
@@ -46,49 +47,32 @@ impl Driver {
         if let Ok(dir) = std::env::var("BFFGATE_E2E_LOG_DIR") {
             command.arg(format!("--log-path={dir}/chromedriver-{port}.log"));
         }
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start {binary}: {e}. The end-to-end tests need Chromium and ChromeDriver: \
-                 apt-get install chromium chromium-driver"
-            )
-        });
-        Self { child, port }
+        let what = format!(
+            "{binary} (the end-to-end tests need Chromium and ChromeDriver: \
+             apt-get install chromium chromium-driver)"
+        );
+        // The browser it started goes too (a test that failed before `close`).
+        let process = ChildProcess::spawn(&mut command, &what).ending_its_children_on_drop();
+        let mut driver = Self { process, port };
+        let status = format!("{}/status", driver.url());
+        let client = reqwest::Client::new();
+        driver
+            .process
+            .wait_until_ready(PATIENCE, || async {
+                match client.get(&status).send().await {
+                    Ok(res) => res
+                        .json::<Value>()
+                        .await
+                        .is_ok_and(|status| status["value"]["ready"] == true),
+                    Err(_) => false,
+                }
+            })
+            .await;
+        driver
     }
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Waits until ChromeDriver answers `/status` with `ready: true`.
-    async fn ready(&self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(res) = client.get(format!("{}/status", self.url())).send().await {
-                if let Ok(status) = res.json::<Value>().await {
-                    if status["value"]["ready"] == true {
-                        return;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // The browser it started (a test that failed before `close`), then the driver.
-        // Never `kill -SIG -PGID`: procps-ng 4.0.2's kill took that for "every process".
-        let _ = Command::new("pkill")
-            .args(["-TERM", "-P", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -112,8 +96,7 @@ impl World {
             .expect("demo stack starts");
         actix_web::rt::spawn(stack.server);
 
-        let driver = Driver::start();
-        driver.ready().await;
+        let driver = Driver::start().await;
         let profile = tempfile::tempdir().expect("profile dir");
         let chromium =
             std::env::var("BFFGATE_E2E_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -152,6 +135,14 @@ impl World {
             _profile: profile,
             _driver: driver,
         }
+    }
+
+    /// [`World::start`], the app open and the demo user signed in.
+    async fn signed_in() -> Self {
+        let w = Self::start().await;
+        w.open().await;
+        w.sign_in().await;
+        w
     }
 
     async fn open(&self) {
@@ -195,18 +186,11 @@ impl World {
 
     /// Waits until `check` (a JavaScript expression) is true in the current tab.
     async fn until(&self, what: &str, check: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if self
-                .script(&format!("return Boolean({check});"), vec![])
-                .await
-                == true
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let script = format!("return Boolean({check});");
+        eventually(what, PATIENCE, || async {
+            self.script(&script, vec![]).await == true
+        })
+        .await;
     }
 
     /// Signs in through the form with `password` (the form must be showing).
@@ -231,6 +215,11 @@ impl World {
         )
         .await;
         self.click("#call-me").await;
+        self.api_answer().await
+    }
+
+    /// Waits for the demo API's answer to show in this tab, and returns it.
+    async fn api_answer(&self) -> Value {
         self.until(
             "the API answer",
             "document.getElementById('api-output').textContent.includes('\"email\"')",
@@ -238,6 +227,41 @@ impl World {
         .await;
         let shown = self.text("#api-output").await;
         serde_json::from_str(&shown).unwrap_or_else(|e| panic!("{e}: {shown}"))
+    }
+
+    /// Opens the app in a second tab and stays there; the (first, second) tabs.
+    async fn open_second_tab(&self) -> (WindowHandle, WindowHandle) {
+        let first = self.browser.window().await.expect("tab");
+        let second = self.browser.new_window(true).await.expect("new tab").handle;
+        self.switch_to(&second).await;
+        self.open().await;
+        (first, second)
+    }
+
+    async fn switch_to(&self, tab: &WindowHandle) {
+        self.browser
+            .switch_to_window(tab.clone())
+            .await
+            .expect("switch");
+    }
+
+    /// What the note field holds.
+    async fn note_text(&self) -> Option<String> {
+        self.find("#note-text")
+            .await
+            .prop("value")
+            .await
+            .expect("value")
+    }
+
+    /// A client on another device, signed in as the demo user.
+    async fn other_device(&self) -> reqwest::Client {
+        let other = common::browser();
+        let login = other
+            .post(format!("{}/auth/login", self.base))
+            .json(&json!({ "email": DEMO_EMAIL, "password": DEMO_PASSWORD }));
+        assert_eq!(common::status(login).await, 200);
+        other
     }
 
     /// What `GET /auth/session` answers this tab now (status, body).
@@ -341,9 +365,7 @@ async fn signs_in_through_the_form_and_the_page_never_sees_the_tokens() {
 
 #[actix_web::test]
 async fn keeps_working_across_access_token_expiries() {
-    let w = World::start().await;
-    w.open().await;
-    w.sign_in().await;
+    let w = World::signed_in().await;
     let first = w.call_me().await;
     let mut seen = vec![first["token_expires_at"].clone()];
     for _ in 0..3 {
@@ -366,16 +388,8 @@ async fn keeps_working_across_access_token_expiries() {
 
 #[actix_web::test]
 async fn two_tabs_calling_at_the_same_moment_after_expiry_both_succeed() {
-    let w = World::start().await;
-    w.open().await;
-    w.sign_in().await;
-    let first = w.browser.window().await.expect("tab");
-    let second = w.browser.new_window(true).await.expect("new tab").handle;
-    w.browser
-        .switch_to_window(second.clone())
-        .await
-        .expect("switch");
-    w.open().await;
+    let w = World::signed_in().await;
+    let (first, second) = w.open_second_tab().await;
     w.visible("app-view").await;
     let before = w.session_status().await.1;
 
@@ -386,32 +400,18 @@ async fn two_tabs_calling_at_the_same_moment_after_expiry_both_succeed() {
                setTimeout(() => document.getElementById('call-me').click(),
                           arguments[0] - Date.now());";
     w.script(arm, vec![at.clone()]).await;
-    w.browser
-        .switch_to_window(first.clone())
-        .await
-        .expect("switch");
+    w.switch_to(&first).await;
     w.script(arm, vec![at]).await;
 
     for tab in [&first, &second] {
-        w.browser
-            .switch_to_window(tab.clone())
-            .await
-            .expect("switch");
-        w.until(
-            "the API answer",
-            "document.getElementById('api-output').textContent.includes('\"email\"')",
-        )
-        .await;
-        let me: Value = serde_json::from_str(&w.text("#api-output").await).expect("JSON");
+        w.switch_to(tab).await;
+        let me = w.api_answer().await;
         assert_eq!(me["email"], DEMO_EMAIL);
         w.assert_unnoticed().await;
     }
     // The session survived the race: same family, still live after a reload in each tab.
     for tab in [&first, &second] {
-        w.browser
-            .switch_to_window(tab.clone())
-            .await
-            .expect("switch");
+        w.switch_to(tab).await;
         w.open().await;
         w.visible("app-view").await;
         let (status, after) = w.session_status().await;
@@ -425,75 +425,37 @@ async fn two_tabs_calling_at_the_same_moment_after_expiry_both_succeed() {
 async fn signing_in_and_out_in_one_tab_updates_the_other() {
     let w = World::start().await;
     w.open().await;
-    let first = w.browser.window().await.expect("tab");
-    let second = w.browser.new_window(true).await.expect("new tab").handle;
-    w.browser
-        .switch_to_window(second.clone())
-        .await
-        .expect("switch");
-    w.open().await;
+    let (first, second) = w.open_second_tab().await;
     w.visible("login-view").await;
 
-    w.browser
-        .switch_to_window(first.clone())
-        .await
-        .expect("switch");
+    w.switch_to(&first).await;
     w.sign_in().await;
-    w.browser
-        .switch_to_window(second.clone())
-        .await
-        .expect("switch");
+    w.switch_to(&second).await;
     w.visible("app-view").await;
     w.type_into("#note-text", "half-written note").await;
 
-    w.browser
-        .switch_to_window(first.clone())
-        .await
-        .expect("switch");
+    w.switch_to(&first).await;
     w.click("#logout").await;
     w.visible("login-view").await;
-    w.browser
-        .switch_to_window(second.clone())
-        .await
-        .expect("switch");
+    w.switch_to(&second).await;
     w.visible("login-view").await;
     assert_eq!(w.session_status().await.0, 401);
 
     // Signing in again in that tab brings back what the user had typed.
     w.sign_in().await;
-    assert_eq!(
-        w.find("#note-text")
-            .await
-            .prop("value")
-            .await
-            .expect("value"),
-        Some("half-written note".to_owned())
-    );
+    assert_eq!(w.note_text().await, Some("half-written note".to_owned()));
     w.close().await;
 }
 
 #[actix_web::test]
 async fn a_401_shows_the_sign_in_form_and_keeps_what_was_typed() {
-    let w = World::start().await;
-    w.open().await;
-    w.sign_in().await;
+    let w = World::signed_in().await;
     w.type_into("#note-text", "draft that must survive").await;
 
     // Somebody signs this user out everywhere from another device.
-    let other = common::browser();
-    let res = other
-        .post(format!("{}/auth/login", w.base))
-        .json(&json!({ "email": DEMO_EMAIL, "password": DEMO_PASSWORD }))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(res.status(), 200);
-    let res = other
-        .post(format!("{}/auth/logout-all", w.base))
-        .send()
-        .await
-        .expect("logout-all");
-    assert_eq!(res.status(), 204);
+    let other = w.other_device().await;
+    let logout_all = other.post(format!("{}/auth/logout-all", w.base));
+    assert_eq!(common::status(logout_all).await, 204);
 
     w.click("#call-me").await;
     w.visible("login-view").await;
@@ -503,11 +465,7 @@ async fn a_401_shows_the_sign_in_form_and_keeps_what_was_typed() {
     );
     w.sign_in().await;
     assert_eq!(
-        w.find("#note-text")
-            .await
-            .prop("value")
-            .await
-            .expect("value"),
+        w.note_text().await,
         Some("draft that must survive".to_owned())
     );
     w.close().await;
@@ -515,18 +473,9 @@ async fn a_401_shows_the_sign_in_form_and_keeps_what_was_typed() {
 
 #[actix_web::test]
 async fn revoking_the_current_session_from_the_list_signs_that_tab_out() {
-    let w = World::start().await;
-    w.open().await;
-    w.sign_in().await;
+    let w = World::signed_in().await;
     // A second session of the same user, from another client, shows up in the list.
-    let other = common::browser();
-    let res = other
-        .post(format!("{}/auth/login", w.base))
-        .json(&json!({ "email": DEMO_EMAIL, "password": DEMO_PASSWORD }))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(res.status(), 200);
+    let other = w.other_device().await;
     w.open().await;
     w.visible("app-view").await;
     w.until(
@@ -540,11 +489,7 @@ async fn revoking_the_current_session_from_the_list_signs_that_tab_out() {
     assert_eq!(w.text("#login-error").await, "This session was revoked.");
     assert_eq!(w.session_status().await.0, 401);
     // The other session lives on.
-    let res = other
-        .get(format!("{}/auth/session", w.base))
-        .send()
-        .await
-        .expect("session");
-    assert_eq!(res.status(), 200);
+    let session = other.get(format!("{}/auth/session", w.base));
+    assert_eq!(common::status(session).await, 200);
     w.close().await;
 }

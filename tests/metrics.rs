@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
-use bffgate::config::{AuthMode, RouteConfig};
+use bffgate::config::AuthMode;
 use common::*;
 use reqwest::Method;
 
@@ -42,42 +42,22 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[actix_web::test]
 async fn metrics_count_a_scripted_session() {
     let upstream = common::upstream::start();
-    let redis = TestRedis::new();
-    let mut config = with_redis(test_config(), &redis.url, &redis.prefix);
+    let mut config = test_config();
     config.throttle.free_attempts = 1;
-    config.routes = vec![RouteConfig {
-        prefix: "/api".into(),
-        upstream: upstream.base.clone(),
-        strip_prefix: false,
-        auth: AuthMode::Required,
-        csrf: true,
-        timeout: Duration::from_secs(5),
-        forward_cookies: vec![],
-    }];
+    config.routes = vec![route("/api", &upstream.base, AuthMode::Required)];
     let gw = TestGateway::start(config, EMAIL).await;
 
     // A browser signs in, calls the API and signs out.
     let browser = browser();
     let signed_in = login(&gw, &browser, EMAIL).await;
-    let res = browser.get(gw.url("/api/hello")).send().await.expect("api");
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        browser
-            .post(gw.url("/auth/logout"))
-            .send()
-            .await
-            .expect("logout")
-            .status(),
-        204
-    );
+    assert_eq!(status(browser.get(gw.url("/api/hello"))).await, 200);
+    assert_eq!(status(browser.post(gw.url("/auth/logout"))).await, 204);
     // Another session rotates twice; replaying its first token is a reuse attack.
     let c1 = login_cookie_of(&gw, EMAIL).await;
-    let res = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c1).await;
-    let c2 = set_cookie(&res).expect("rotated").value().to_owned();
-    let res = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c2).await;
-    assert_eq!(res.status(), 200);
-    let res = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c1).await;
-    assert_eq!(res.status(), 401);
+    let c2 = refreshed(&gw, &c1).await;
+    refreshed(&gw, &c2).await;
+    let replay = with_cookie(&gw, Method::POST, "/auth/refresh", &c1);
+    assert_eq!(status(replay).await, 401);
     // Two failed logins, then a throttled one (which runs no Argon2).
     for _ in 0..2 {
         let res = login_request(&gw, EMAIL, "wrong password").send().await;

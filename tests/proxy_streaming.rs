@@ -26,19 +26,11 @@ async fn sixty_four_megabytes_stream_each_way_in_flat_memory() {
     let upstream = common::upstream::start();
     let mut config = test_config();
     config.routes = vec![RouteConfig {
-        prefix: "/api".into(),
-        upstream: upstream.base.clone(),
-        strip_prefix: false,
-        auth: AuthMode::Required,
-        csrf: true,
         timeout: Duration::from_secs(30),
-        forward_cookies: vec![],
+        ..route("/api", &upstream.base, AuthMode::Required)
     }];
     let gw = TestGateway::start(config, EMAIL).await;
-    let cookie = login_cookie_of(&gw, EMAIL).await;
-    let cookie = actix_web::cookie::Cookie::new(COOKIE, cookie)
-        .encoded()
-        .to_string();
+    let cookie = cookie_header(&login_cookie_of(&gw, EMAIL).await);
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(120))
         .finish();

@@ -453,3 +453,6 @@ fn user_view(user: &UserRecord) -> UserView {
         roles: user.roles.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,30 +1,37 @@
 //! Test fixtures: a real `redis-server` on a free loopback port (killed on drop), a gateway
-//! on port 0 with a controllable clock, and HTTP clients with and without a cookie jar.
+//! on port 0 with a controllable clock, HTTP clients with and without a cookie jar, and child
+//! processes that end with their test ([`process`]).
 //!
 //! `BFFGATE_TEST_REDIS_URL` may point at an existing Redis instead; every test then still owns
 //! its key prefix.
-#![allow(dead_code)]
+// Every test binary uses a different part of the fixtures.
+#![allow(dead_code, unused_imports)]
 
+pub mod process;
 pub mod upstream;
 
 use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use actix_web::cookie::{Cookie, CookieJar, Key};
+use actix_web::{
+    cookie::{Cookie, CookieJar, Key},
+    dev::{Server, ServerHandle},
+};
 use base64::Engine as _;
 use bffgate::{
     clock::ManualClock,
-    config::{Config, RedisConfig},
+    config::{AuthMode, Config, RedisConfig, RouteConfig},
     session::users::Users,
-    store::{memory::MemoryStore, redis::RedisStore, Store},
-    tokens::new_id,
+    store::{redis::RedisStore, FamilyState, Store},
+    tokens::{new_id, AccessClaims},
     Gateway,
 };
+pub use process::{eventually, ChildProcess};
 
 pub const PASSWORD: &str = "correct horse battery";
 pub const COOKIE: &str = "__Host-bff";
@@ -42,7 +49,7 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     aof: bool,
-    child: Option<Child>,
+    process: Option<ChildProcess>,
 }
 
 impl RedisServer {
@@ -61,7 +68,7 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             aof,
-            child: None,
+            process: None,
         };
         server.restart();
         server
@@ -96,49 +103,27 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        let child = cmd
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
-        wait_for_redis(&self.url());
+        let mut process = ChildProcess::spawn(
+            &mut cmd,
+            "redis-server (is it installed? apt-get install redis-server)",
+        );
+        let client = redis::Client::open(self.url()).expect("redis url");
+        process.wait_until_ready_blocking(Duration::from_secs(10), || answers_ping(&client));
+        self.process = Some(process);
     }
 
     /// Stops the process (SIGTERM lets it finish writing its AOF) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
+        if let Some(mut process) = self.process.take() {
+            process.stop();
         }
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Polls until Redis at `url` answers PING (readiness check, bounded to 10 s).
-pub fn wait_for_redis(url: &str) {
-    let client = redis::Client::open(url).expect("redis url");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-            if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "redis at {url} did not become ready"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn answers_ping(client: &redis::Client) -> bool {
+    client
+        .get_connection_with_timeout(Duration::from_millis(200))
+        .is_ok_and(|mut conn| redis::cmd("PING").query::<String>(&mut conn).is_ok())
 }
 
 /// Where a test's Redis lives: its own server, or the one named by `BFFGATE_TEST_REDIS_URL`.
@@ -166,6 +151,11 @@ impl TestRedis {
                 }
             }
         }
+    }
+
+    /// [`test_config`] pointed at this Redis.
+    pub fn config(&self) -> Config {
+        with_redis(test_config(), &self.url, &self.prefix)
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -200,12 +190,33 @@ pub fn with_redis(mut config: Config, url: &str, prefix: &str) -> Config {
     config
 }
 
+/// A route to `upstream` under `prefix`: no prefix stripping, CSRF required, a 5 s timeout,
+/// no client cookies forwarded.
+pub fn route(prefix: &str, upstream: &str, auth: AuthMode) -> RouteConfig {
+    RouteConfig {
+        prefix: prefix.into(),
+        upstream: upstream.into(),
+        strip_prefix: false,
+        auth,
+        csrf: true,
+        timeout: Duration::from_secs(5),
+        forward_cookies: vec![],
+    }
+}
+
+/// Runs an actix server in the background; its handle stops it.
+pub fn spawn_server(server: Server) -> ServerHandle {
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    handle
+}
+
 /// A running gateway on 127.0.0.1:<port 0>.
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub clock: ManualClock,
     pub store: Arc<dyn Store>,
-    handle: actix_web::dev::ServerHandle,
+    handle: ServerHandle,
 }
 
 impl TestGateway {
@@ -218,50 +229,35 @@ impl TestGateway {
 
     /// Like [`TestGateway::start`], on a listener the test bound already.
     pub async fn start_with_listener(config: Config, email: &str, listener: TcpListener) -> Self {
-        let clock = ManualClock::new();
-        let gateway = Gateway::with_clock(config, Arc::new(clock.clone())).expect("gateway builds");
-        let store = gateway.store();
-        Users::new(Arc::clone(&store))
-            .add(email, PASSWORD, vec!["tester".into()])
-            .await
-            .expect("user added");
-        Self::serve(gateway, clock, store, listener)
+        let gw = Self::serve(config, listener);
+        gw.add_user(email, vec!["tester".into()]).await;
+        gw
     }
 
     /// Another gateway instance on the store `config` names, whose users exist already.
     pub async fn join(config: Config) -> Self {
+        Self::serve(config, TcpListener::bind("127.0.0.1:0").expect("bind"))
+    }
+
+    /// Starts a gateway on the memory store, for tests where Redis is not the point.
+    pub async fn memory(email: &str) -> Self {
+        Self::start(test_config(), email).await
+    }
+
+    /// Adds a user with [`PASSWORD`].
+    pub async fn add_user(&self, email: &str, roles: Vec<String>) {
+        Users::new(Arc::clone(&self.store))
+            .add(email, PASSWORD, roles)
+            .await
+            .expect("user added");
+    }
+
+    fn serve(config: Config, listener: TcpListener) -> Self {
         let clock = ManualClock::new();
         let gateway = Gateway::with_clock(config, Arc::new(clock.clone())).expect("gateway builds");
         let store = gateway.store();
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        Self::serve(gateway, clock, store, listener)
-    }
-
-    /// Starts a gateway on the memory store.
-    pub async fn memory(email: &str) -> Self {
-        let clock = ManualClock::new();
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let gateway =
-            Gateway::with_store(test_config(), Arc::clone(&store), Arc::new(clock.clone()))
-                .expect("gateway builds");
-        Users::new(Arc::clone(&store))
-            .add(email, PASSWORD, vec!["tester".into()])
-            .await
-            .expect("user added");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        Self::serve(gateway, clock, store, listener)
-    }
-
-    fn serve(
-        gateway: Gateway,
-        clock: ManualClock,
-        store: Arc<dyn Store>,
-        listener: TcpListener,
-    ) -> Self {
         let addr = listener.local_addr().expect("addr");
-        let server = gateway.serve(listener).expect("serve");
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let handle = spawn_server(gateway.serve(listener).expect("serve"));
         Self {
             addr,
             clock,
@@ -278,6 +274,22 @@ impl TestGateway {
     pub fn clock_now(&self) -> bffgate::clock::Millis {
         use bffgate::clock::Clock as _;
         self.clock.now_ms()
+    }
+
+    /// The state of the family a sealed cookie value belongs to, at the gateway's time.
+    pub async fn family_state(&self, cookie_value: &str) -> FamilyState {
+        self.store
+            .family(&family_of(cookie_value), self.clock_now())
+            .await
+            .expect("the store answers")
+    }
+
+    /// The generation of the live family a sealed cookie value belongs to.
+    pub async fn live_generation(&self, cookie_value: &str) -> u64 {
+        match self.family_state(cookie_value).await {
+            FamilyState::Live(info) => info.generation,
+            other => panic!("the family must stay live, it is {other:?}"),
+        }
     }
 
     pub async fn stop(&self) {
@@ -301,6 +313,17 @@ pub fn raw_client() -> reqwest::Client {
     reqwest::Client::builder().build().expect("client")
 }
 
+/// Sends `request`; the status code of the answer.
+pub async fn status(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.expect("request").status().as_u16()
+}
+
+/// Sends `request`; the answer's JSON body.
+pub async fn json<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> T {
+    let res = request.send().await.expect("request");
+    res.json().await.expect("a JSON body")
+}
+
 /// A login request from a jar-less client with `X-CSRF: 1`, not yet sent.
 pub fn login_request(gw: &TestGateway, email: &str, password: &str) -> reqwest::RequestBuilder {
     raw_client()
@@ -316,10 +339,7 @@ pub async fn login_cookie_of(gw: &TestGateway, email: &str) -> String {
         .await
         .expect("login request");
     assert_eq!(res.status(), 200, "login failed");
-    set_cookie(&res)
-        .expect("login sets the cookie")
-        .value()
-        .to_owned()
+    set_cookie_value(&res)
 }
 
 /// Logs in `client` and asserts success.
@@ -344,25 +364,91 @@ pub fn set_cookie(res: &reqwest::Response) -> Option<Cookie<'static>> {
         .find(|c| c.name() == COOKIE)
 }
 
-/// Sends `method path` with exactly `cookie_value` (decoded form) as the session cookie.
+/// The value of the session cookie `res` sets (which it must).
+pub fn set_cookie_value(res: &reqwest::Response) -> String {
+    set_cookie(res)
+        .expect("a session cookie")
+        .value()
+        .to_owned()
+}
+
+/// A `Cookie` header value carrying exactly `cookie_value` (decoded form) as the session
+/// cookie.
+pub fn cookie_header(cookie_value: &str) -> String {
+    Cookie::new(COOKIE, cookie_value.to_owned())
+        .encoded()
+        .to_string()
+}
+
+/// `method path` from a jar-less client with `X-CSRF: 1` and exactly `cookie_value` as the
+/// session cookie, not yet sent.
+pub fn with_cookie(
+    gw: &TestGateway,
+    method: reqwest::Method,
+    path: &str,
+    cookie_value: &str,
+) -> reqwest::RequestBuilder {
+    raw_client()
+        .request(method, gw.url(path))
+        .header("x-csrf", "1")
+        .header("cookie", cookie_header(cookie_value))
+}
+
+/// Sends [`with_cookie`]'s request.
 pub async fn send_with_cookie(
     gw: &TestGateway,
     method: reqwest::Method,
     path: &str,
     cookie_value: &str,
 ) -> reqwest::Response {
-    raw_client()
-        .request(method, gw.url(path))
-        .header("x-csrf", "1")
-        .header(
-            "cookie",
-            Cookie::new(COOKIE, cookie_value.to_owned())
-                .encoded()
-                .to_string(),
-        )
+    with_cookie(gw, method, path, cookie_value)
         .send()
         .await
         .expect("request")
+}
+
+/// What `GET /auth/session` answers `cookie_value`: 200 while its session lives.
+pub async fn session_status(gw: &TestGateway, cookie_value: &str) -> u16 {
+    status(with_cookie(
+        gw,
+        reqwest::Method::GET,
+        "/auth/session",
+        cookie_value,
+    ))
+    .await
+}
+
+/// `POST /auth/refresh` with `cookie_value`; asserts a 200 and returns the successor cookie.
+pub async fn refreshed(gw: &TestGateway, cookie_value: &str) -> String {
+    let res = send_with_cookie(gw, reqwest::Method::POST, "/auth/refresh", cookie_value).await;
+    assert_eq!(res.status(), 200, "refresh failed");
+    set_cookie_value(&res)
+}
+
+/// Verifies an access token against `gw`'s published JWKS (EdDSA, our issuer and audience);
+/// `exp` too when `check_exp` (not for a gateway whose manual clock has moved on). The key
+/// id and the claims.
+pub async fn verify_with_jwks(
+    gw: &TestGateway,
+    token: &str,
+    check_exp: bool,
+) -> (String, AccessClaims) {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        json(raw_client().get(gw.url("/.well-known/jwks.json"))).await;
+    let kid = jsonwebtoken::decode_header(token)
+        .expect("header")
+        .kid
+        .expect("kid");
+    let jwk = jwks.find(&kid).expect("the token's key is published");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("decoding key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["api"]);
+    validation.set_issuer(&["bffgate"]);
+    validation.validate_exp = check_exp;
+    let claims = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation)
+        .expect("the token verifies")
+        .claims;
+    (kid, claims)
 }
 
 /// Opens a sealed session cookie value with the tests' key: `(access, refresh)`.

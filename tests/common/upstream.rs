@@ -197,11 +197,9 @@ pub fn start() -> Upstream {
     .listen(listener)
     .unwrap()
     .run();
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
     Upstream {
         base,
         shared,
-        handle,
+        handle: super::spawn_server(server),
     }
 }

@@ -1,23 +1,37 @@
-//! `/auth/*` over real HTTP with a cookie jar, against a real `redis-server` each test starts.
-//! The gateway runs with a manual clock, so expiry and grace windows are crossed without
-//! waiting.
-
-mod common;
+//! `/auth/*` over real HTTP with a cookie jar. Sessions, rotation, expiry and revocation run
+//! against a real `redis-server` each test starts; the cookie, login answers, CSRF and request
+//! validation, where the store is not the point, against the memory store. The gateway runs
+//! with a manual clock, so expiry and grace windows are crossed without waiting.
 
 use std::time::Duration;
 
-use bffgate::{config::Config, store::FamilyState, tokens::AccessClaims};
-use common::*;
+use crate::common::*;
+use bffgate::store::FamilyState;
 use reqwest::Method;
 
 const EMAIL: &str = "alice@example.com";
 
-async fn redis_gateway(tweak: impl FnOnce(&mut Config)) -> (TestRedis, TestGateway) {
+/// A gateway on a Redis of its own, with the user [`EMAIL`].
+async fn redis_gateway() -> (TestRedis, TestGateway) {
     let redis = TestRedis::new();
-    let mut config = with_redis(test_config(), &redis.url, &redis.prefix);
-    tweak(&mut config);
-    let gw = TestGateway::start(config, EMAIL).await;
+    let gw = TestGateway::start(redis.config(), EMAIL).await;
     (redis, gw)
+}
+
+/// A Redis gateway whose sessions idle out after `idle_min` and end after `max_min` minutes,
+/// and a browser signed in to it.
+async fn signed_in_with_lifetimes(
+    idle_min: u64,
+    max_min: u64,
+) -> (TestRedis, TestGateway, reqwest::Client) {
+    let redis = TestRedis::new();
+    let mut config = redis.config();
+    config.session.idle_timeout = Duration::from_secs(idle_min * 60);
+    config.session.max_lifetime = Duration::from_secs(max_min * 60);
+    let gw = TestGateway::start(config, EMAIL).await;
+    let browser = browser();
+    login(&gw, &browser, EMAIL).await;
+    (redis, gw, browser)
 }
 
 fn is_removal(res: &reqwest::Response) -> bool {
@@ -28,7 +42,7 @@ fn is_removal(res: &reqwest::Response) -> bool {
 
 #[actix_web::test]
 async fn login_sets_a_sealed_host_cookie_and_no_token_in_the_body() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let gw = TestGateway::memory(EMAIL).await;
     let res = login_request(&gw, "  Alice@Example.com ", PASSWORD)
         .send()
         .await
@@ -66,25 +80,10 @@ async fn login_sets_a_sealed_host_cookie_and_no_token_in_the_body() {
 
 #[actix_web::test]
 async fn access_token_verifies_against_the_published_jwks() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let gw = TestGateway::memory(EMAIL).await;
     let cookie = login_cookie_of(&gw, EMAIL).await;
     let (access, _) = open_cookie(&cookie);
-    let jwks: jsonwebtoken::jwk::JwkSet = raw_client()
-        .get(gw.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let kid = jsonwebtoken::decode_header(&access).unwrap().kid.unwrap();
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
-    validation.set_audience(&["api"]);
-    validation.set_issuer(&["bffgate"]);
-    let claims = jsonwebtoken::decode::<AccessClaims>(&access, &key, &validation)
-        .unwrap()
-        .claims;
+    let (_, claims) = verify_with_jwks(&gw, &access, true).await;
     assert_eq!(claims.email, EMAIL);
     assert_eq!(claims.sid, family_of(&cookie));
     assert_eq!(claims.exp - claims.iat, 300);
@@ -92,17 +91,11 @@ async fn access_token_verifies_against_the_published_jwks() {
 
 #[actix_web::test]
 async fn wrong_password_and_unknown_email_get_identical_answers() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let gw = TestGateway::memory(EMAIL).await;
     let attempt = |email: &'static str, password: &'static str| {
-        let url = gw.url("/auth/login");
+        let request = login_request(&gw, email, password);
         async move {
-            let res = raw_client()
-                .post(url)
-                .header("x-csrf", "1")
-                .json(&serde_json::json!({ "email": email, "password": password }))
-                .send()
-                .await
-                .unwrap();
+            let res = request.send().await.unwrap();
             let status = res.status();
             let has_cookie = res.headers().contains_key("set-cookie");
             (status, has_cookie, res.text().await.unwrap())
@@ -120,7 +113,7 @@ async fn wrong_password_and_unknown_email_get_identical_answers() {
 
 #[actix_web::test]
 async fn session_endpoint_reports_the_user_through_the_cookie_jar() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let (_redis, gw) = redis_gateway().await;
     let browser = browser();
     login(&gw, &browser, EMAIL).await;
     let res = browser.get(gw.url("/auth/session")).send().await.unwrap();
@@ -132,7 +125,7 @@ async fn session_endpoint_reports_the_user_through_the_cookie_jar() {
 
 #[actix_web::test]
 async fn session_refreshes_when_the_access_token_is_due() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let (_redis, gw) = redis_gateway().await;
     let browser = browser();
     let first = login(&gw, &browser, EMAIL).await;
     gw.clock.advance(Duration::from_secs(4 * 60 + 1)); // within refresh_before (60 s) of expiry
@@ -146,15 +139,13 @@ async fn session_refreshes_when_the_access_token_is_due() {
     );
     assert_eq!(body["session"]["id"], first["session"]["id"]);
     // The jar now holds the successor, which keeps working.
-    let res = browser.get(gw.url("/auth/session")).send().await.unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(status(browser.get(gw.url("/auth/session"))).await, 200);
 }
 
 #[actix_web::test]
 async fn fifty_concurrent_refreshes_with_one_cookie_all_succeed_with_one_successor() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let (_redis, gw) = redis_gateway().await;
     let cookie = login_cookie_of(&gw, EMAIL).await;
-    let family = family_of(&cookie);
     let requests = (0..50).map(|_| send_with_cookie(&gw, Method::POST, "/auth/refresh", &cookie));
     let responses = futures_util::future::join_all(requests).await;
     let mut successors = std::collections::HashSet::new();
@@ -167,46 +158,33 @@ async fn fifty_concurrent_refreshes_with_one_cookie_all_succeed_with_one_success
         new_cookies.push(c.value().to_owned());
     }
     assert_eq!(successors.len(), 1, "exactly one successor refresh token");
-    let FamilyState::Live(info) = gw.store.family(&family, gw.clock_now()).await.unwrap() else {
-        panic!("family must stay live");
-    };
-    assert_eq!(info.generation, 1, "one rotation for fifty requests");
+    assert_eq!(
+        gw.live_generation(&cookie).await,
+        1,
+        "one rotation for fifty requests"
+    );
     // Every cookie handed out works.
     for c in new_cookies.iter().step_by(10) {
-        assert_eq!(
-            send_with_cookie(&gw, Method::GET, "/auth/session", c)
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(session_status(&gw, c).await, 200);
     }
 }
 
 #[actix_web::test]
 async fn replay_within_grace_gets_the_same_successor() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let (_redis, gw) = redis_gateway().await;
     let c0 = login_cookie_of(&gw, EMAIL).await;
-    let r1 = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c0).await;
-    let c1 = set_cookie(&r1).unwrap().value().to_owned();
+    let c1 = refreshed(&gw, &c0).await;
     gw.clock.advance(Duration::from_secs(29)); // the refresh response was "lost"; retry
-    let r2 = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c0).await;
-    assert_eq!(r2.status(), 200);
-    let c2 = set_cookie(&r2).unwrap().value().to_owned();
+    let c2 = refreshed(&gw, &c0).await;
     assert_eq!(open_cookie(&c1).1, open_cookie(&c2).1);
-    assert_eq!(
-        send_with_cookie(&gw, Method::GET, "/auth/session", &c1)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(session_status(&gw, &c1).await, 200);
 }
 
 #[actix_web::test]
 async fn replay_after_grace_revokes_the_family_and_the_newest_cookie_too() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let (_redis, gw) = redis_gateway().await;
     let c0 = login_cookie_of(&gw, EMAIL).await;
-    let r1 = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c0).await;
-    let c1 = set_cookie(&r1).unwrap().value().to_owned();
+    let c1 = refreshed(&gw, &c0).await;
     gw.clock.advance(Duration::from_secs(31));
     let replay = send_with_cookie(&gw, Method::POST, "/auth/refresh", &c0).await;
     assert_eq!(replay.status(), 401);
@@ -215,10 +193,7 @@ async fn replay_after_grace_revokes_the_family_and_the_newest_cookie_too() {
     assert_eq!(newest.status(), 401);
     assert!(is_removal(&newest));
     assert_eq!(
-        gw.store
-            .family(&family_of(&c0), gw.clock_now())
-            .await
-            .unwrap(),
+        gw.family_state(&c0).await,
         FamilyState::Revoked {
             reason: "reuse".into()
         }
@@ -227,33 +202,11 @@ async fn replay_after_grace_revokes_the_family_and_the_newest_cookie_too() {
 
 #[actix_web::test]
 async fn idle_timeout_ends_a_session_but_activity_slides_it() {
-    let (_redis, gw) = redis_gateway(|c| {
-        c.session.idle_timeout = Duration::from_secs(10 * 60);
-        c.session.max_lifetime = Duration::from_secs(60 * 60);
-    })
-    .await;
-    let browser = browser();
-    login(&gw, &browser, EMAIL).await;
+    let (_redis, gw, browser) = signed_in_with_lifetimes(10, 60).await;
     gw.clock.advance(Duration::from_secs(8 * 60));
-    assert_eq!(
-        browser
-            .get(gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(browser.get(gw.url("/auth/session"))).await, 200);
     gw.clock.advance(Duration::from_secs(8 * 60)); // 16 min since login, 8 since the rotation
-    assert_eq!(
-        browser
-            .get(gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(browser.get(gw.url("/auth/session"))).await, 200);
     gw.clock.advance(Duration::from_secs(10 * 60 + 1));
     let res = browser.get(gw.url("/auth/session")).send().await.unwrap();
     assert_eq!(res.status(), 401);
@@ -262,26 +215,18 @@ async fn idle_timeout_ends_a_session_but_activity_slides_it() {
 
 #[actix_web::test]
 async fn absolute_lifetime_is_never_extended_by_activity() {
-    let (_redis, gw) = redis_gateway(|c| {
-        c.session.idle_timeout = Duration::from_secs(10 * 60);
-        c.session.max_lifetime = Duration::from_secs(25 * 60);
-    })
-    .await;
-    let browser = browser();
-    login(&gw, &browser, EMAIL).await;
+    let (_redis, gw, browser) = signed_in_with_lifetimes(10, 25).await;
     for _ in 0..3 {
         gw.clock.advance(Duration::from_secs(8 * 60));
-        let res = browser.post(gw.url("/auth/refresh")).send().await.unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(status(browser.post(gw.url("/auth/refresh"))).await, 200);
     }
     gw.clock.advance(Duration::from_secs(60 + 1)); // 25 min + 1 s after login
-    let res = browser.post(gw.url("/auth/refresh")).send().await.unwrap();
-    assert_eq!(res.status(), 401);
+    assert_eq!(status(browser.post(gw.url("/auth/refresh"))).await, 401);
 }
 
 #[actix_web::test]
 async fn tampered_or_garbage_cookie_is_401_and_cleared() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let gw = TestGateway::memory(EMAIL).await;
     let cookie = login_cookie_of(&gw, EMAIL).await;
     let mut bytes = cookie.clone().into_bytes();
     let mid = bytes.len() / 2;
@@ -294,147 +239,71 @@ async fn tampered_or_garbage_cookie_is_401_and_cleared() {
         assert_eq!(res.headers()["content-type"], "application/problem+json");
     }
     // The real cookie is unaffected.
-    assert_eq!(
-        send_with_cookie(&gw, Method::GET, "/auth/session", &cookie)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(session_status(&gw, &cookie).await, 200);
 }
 
 #[actix_web::test]
 async fn logout_revokes_the_family_and_clears_the_cookie() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let (_redis, gw) = redis_gateway().await;
     let cookie = login_cookie_of(&gw, EMAIL).await;
     let res = send_with_cookie(&gw, Method::POST, "/auth/logout", &cookie).await;
     assert_eq!(res.status(), 204);
     assert_eq!(res.headers()["clear-site-data"], "\"cookies\"");
     assert!(is_removal(&res));
-    let again = send_with_cookie(&gw, Method::GET, "/auth/session", &cookie).await;
-    assert_eq!(again.status(), 401);
+    assert_eq!(session_status(&gw, &cookie).await, 401);
     // Without any session, logout still answers 204.
-    let res = raw_client()
+    let anonymous = raw_client()
         .post(gw.url("/auth/logout"))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+        .header("x-csrf", "1");
+    assert_eq!(status(anonymous).await, 204);
 }
 
 #[actix_web::test]
 async fn logout_all_ends_every_session_of_the_user() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let (_redis, gw) = redis_gateway().await;
     let (laptop, phone) = (browser(), browser());
     login(&gw, &laptop, EMAIL).await;
     login(&gw, &phone, EMAIL).await;
-    let res = laptop
-        .post(gw.url("/auth/logout-all"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
-    assert_eq!(
-        phone
-            .get(gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        laptop
-            .get(gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status(laptop.post(gw.url("/auth/logout-all"))).await, 204);
+    assert_eq!(status(phone.get(gw.url("/auth/session"))).await, 401);
+    assert_eq!(status(laptop.get(gw.url("/auth/session"))).await, 401);
 }
 
 #[actix_web::test]
 async fn sessions_are_listed_and_one_can_be_revoked() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let (_redis, gw) = redis_gateway().await;
     let (laptop, phone) = (browser(), browser());
     login(&gw, &laptop, EMAIL).await;
     let phone_login = login(&gw, &phone, EMAIL).await;
-    let list: Vec<serde_json::Value> = laptop
-        .get(gw.url("/auth/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<serde_json::Value> = json(laptop.get(gw.url("/auth/sessions"))).await;
     assert_eq!(list.len(), 2);
     assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
     assert_eq!(list[0]["ip"], "127.0.0.1");
     let phone_id = phone_login["session"]["id"].as_str().unwrap();
-    let res = laptop
-        .delete(gw.url(&format!("/auth/sessions/{phone_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
-    assert_eq!(
-        phone
-            .get(gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        laptop
-            .get(gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let res = laptop
-        .delete(gw.url("/auth/sessions/not-a-session"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
+    let revoke = laptop.delete(gw.url(&format!("/auth/sessions/{phone_id}")));
+    assert_eq!(status(revoke).await, 204);
+    assert_eq!(status(phone.get(gw.url("/auth/session"))).await, 401);
+    assert_eq!(status(laptop.get(gw.url("/auth/session"))).await, 200);
+    let unknown = laptop.delete(gw.url("/auth/sessions/not-a-session"));
+    assert_eq!(status(unknown).await, 404);
 }
 
 #[actix_web::test]
 async fn another_users_session_cannot_be_revoked() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
-    bffgate::session::users::Users::new(gw.store.clone())
-        .add("bob@example.com", PASSWORD, vec![])
-        .await
-        .unwrap();
+    let (_redis, gw) = redis_gateway().await;
+    gw.add_user("bob@example.com", vec![]).await;
     let (alice, bob) = (browser(), browser());
     let alice_login = login(&gw, &alice, EMAIL).await;
     login(&gw, &bob, "bob@example.com").await;
     let id = alice_login["session"]["id"].as_str().unwrap();
-    let res = bob
-        .delete(gw.url(&format!("/auth/sessions/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
-    assert_eq!(
-        alice
-            .get(gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let revoke = bob.delete(gw.url(&format!("/auth/sessions/{id}")));
+    assert_eq!(status(revoke).await, 404);
+    assert_eq!(status(alice.get(gw.url("/auth/session"))).await, 200);
 }
 
 #[actix_web::test]
 async fn a_disabled_users_family_dies_at_its_next_refresh() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let (_redis, gw) = redis_gateway().await;
     let cookie = login_cookie_of(&gw, EMAIL).await;
     let mut user = gw.store.user_by_email(EMAIL).await.unwrap().unwrap();
     user.disabled = true;
@@ -442,10 +311,7 @@ async fn a_disabled_users_family_dies_at_its_next_refresh() {
     let res = send_with_cookie(&gw, Method::POST, "/auth/refresh", &cookie).await;
     assert_eq!(res.status(), 401);
     assert_eq!(
-        gw.store
-            .family(&family_of(&cookie), gw.clock_now())
-            .await
-            .unwrap(),
+        gw.family_state(&cookie).await,
         FamilyState::Revoked {
             reason: "user_disabled".into()
         }
@@ -454,30 +320,21 @@ async fn a_disabled_users_family_dies_at_its_next_refresh() {
 
 #[actix_web::test]
 async fn csrf_header_and_same_origin_are_required_on_auth_routes() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
-    let body = serde_json::json!({ "email": EMAIL, "password": PASSWORD });
+    let gw = TestGateway::memory(EMAIL).await;
+    // A login without the header, and `login_request`'s (which carries it) with more.
     let no_header = raw_client()
         .post(gw.url("/auth/login"))
-        .json(&body)
+        .json(&serde_json::json!({ "email": EMAIL, "password": PASSWORD }))
         .send()
         .await
         .unwrap();
     assert_eq!(no_header.status(), 403);
     assert!(!no_header.headers().contains_key("set-cookie"));
-    let cross_site = raw_client()
-        .post(gw.url("/auth/login"))
-        .header("x-csrf", "1")
-        .header("sec-fetch-site", "cross-site")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cross_site.status(), 403);
-    let foreign = raw_client()
-        .post(gw.url("/auth/login"))
-        .header("x-csrf", "1")
+    let login = || login_request(&gw, EMAIL, PASSWORD);
+    let cross_site = login().header("sec-fetch-site", "cross-site");
+    assert_eq!(status(cross_site).await, 403);
+    let foreign = login()
         .header("origin", "https://evil.example")
-        .json(&body)
         .send()
         .await
         .unwrap();
@@ -486,21 +343,15 @@ async fn csrf_header_and_same_origin_are_required_on_auth_routes() {
         foreign.headers()["content-type"],
         "application/problem+json"
     );
-    let same_origin = raw_client()
-        .post(gw.url("/auth/login"))
-        .header("x-csrf", "1")
+    let same_origin = login()
         .header("origin", "http://localhost:8080")
-        .header("sec-fetch-site", "same-origin")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(same_origin.status(), 200);
+        .header("sec-fetch-site", "same-origin");
+    assert_eq!(status(same_origin).await, 200);
 }
 
 #[actix_web::test]
 async fn malformed_bodies_get_specific_answers() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let gw = TestGateway::memory(EMAIL).await;
     let post = |body: &'static str, content_type: &'static str| {
         raw_client()
             .post(gw.url("/auth/login"))
@@ -528,16 +379,15 @@ async fn malformed_bodies_get_specific_answers() {
         assert_eq!(res.status(), status);
         assert_eq!(res.headers()["content-type"], "application/problem+json");
     }
-    let huge = login_request(&gw, EMAIL, &"x".repeat(10_000))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(huge.status(), 413);
+    assert_eq!(
+        status(login_request(&gw, EMAIL, &"x".repeat(10_000))).await,
+        413
+    );
 }
 
 #[actix_web::test]
 async fn unauthenticated_requests_get_problem_json_and_unknown_paths_404() {
-    let (_redis, gw) = redis_gateway(|_| {}).await;
+    let gw = TestGateway::memory(EMAIL).await;
     let res = raw_client()
         .get(gw.url("/auth/session"))
         .header("x-csrf", "1")
@@ -559,15 +409,7 @@ async fn redis_outage_answers_503_keeps_the_cookie_and_the_session_survives_a_re
     let gw = TestGateway::start(config, EMAIL).await;
     let browser = browser();
     login(&gw, &browser, EMAIL).await;
-    assert_eq!(
-        browser
-            .get(gw.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(browser.get(gw.url("/readyz"))).await, 200);
 
     server.stop();
     for path in ["/auth/session", "/auth/sessions"] {
@@ -591,41 +433,16 @@ async fn redis_outage_answers_503_keeps_the_cookie_and_the_session_survives_a_re
         "logout cannot revoke, so it keeps the cookie"
     );
     assert!(!res.headers().contains_key("set-cookie"));
-    assert_eq!(
-        browser
-            .get(gw.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    assert_eq!(
-        browser
-            .get(gw.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(browser.get(gw.url("/readyz"))).await, 503);
+    assert_eq!(status(browser.get(gw.url("/healthz"))).await, 200);
 
     server.restart();
-    let res = browser.get(gw.url("/auth/session")).send().await.unwrap();
     assert_eq!(
-        res.status(),
+        status(browser.get(gw.url("/auth/session"))).await,
         200,
         "the same cookie works once Redis is back"
     );
-    assert_eq!(
-        browser
-            .get(gw.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(browser.get(gw.url("/readyz"))).await, 200);
 }
 
 #[actix_web::test]
@@ -644,40 +461,8 @@ async fn memory_store_gateway_serves_the_same_flow() {
     let gw = TestGateway::memory(EMAIL).await;
     let browser = browser();
     login(&gw, &browser, EMAIL).await;
-    assert_eq!(
-        browser
-            .get(gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        browser
-            .post(gw.url("/auth/refresh"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        browser
-            .post(gw.url("/auth/logout"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
-    assert_eq!(
-        browser
-            .get(gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status(browser.get(gw.url("/auth/session"))).await, 200);
+    assert_eq!(status(browser.post(gw.url("/auth/refresh"))).await, 200);
+    assert_eq!(status(browser.post(gw.url("/auth/logout"))).await, 204);
+    assert_eq!(status(browser.get(gw.url("/auth/session"))).await, 401);
 }

@@ -1,15 +1,12 @@
 //! The real `bffgate` binary: user administration against a real Redis, configuration
 //! errors, and `bffgate demo` answering a login.
 
-mod common;
-
 use std::{
     io::Write as _,
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Output, Stdio},
 };
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bffgate");
 
@@ -42,6 +39,23 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts that the command succeeded (showing its standard error if not); its standard
+/// output.
+fn succeeded(out: &Output) -> String {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Asserts that the command failed; its standard error.
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    text(&out.stderr)
+}
+
+fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "no {needle:?} in: {text}");
+}
+
 #[actix_web::test]
 async fn users_added_by_the_cli_can_log_in_until_disabled() {
     let redis = TestRedis::new();
@@ -59,16 +73,14 @@ async fn users_added_by_the_cli_can_log_in_until_disabled() {
         ],
         Some(&format!("{PASSWORD}\n")),
     );
-    assert!(add.status.success(), "{}", text(&add.stderr));
-    assert!(text(&add.stdout).contains("added bob@example.com"));
+    assert_contains(&succeeded(&add), "added bob@example.com");
 
     let again = bffgate(
         Some(&redis),
         &["user", "add", "bob@example.com", "--password-stdin"],
         Some(PASSWORD),
     );
-    assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("already exists"));
+    assert_contains(&failed(&again), "already exists");
 
     let list = bffgate(Some(&redis), &["user", "list"], None);
     let listed = text(&list.stdout);
@@ -79,7 +91,7 @@ async fn users_added_by_the_cli_can_log_in_until_disabled() {
         "{listed}"
     );
 
-    let config = with_redis(test_config(), &redis.url, &redis.prefix);
+    let config = redis.config();
     let gw = TestGateway::start(config, "someone-else@example.com").await;
     let browser = browser();
     let body = login(&gw, &browser, "bob@example.com").await;
@@ -90,76 +102,51 @@ async fn users_added_by_the_cli_can_log_in_until_disabled() {
         &["user", "passwd", "bob@example.com", "--password-stdin"],
         Some("a brand new password\n"),
     );
-    assert!(passwd.status.success(), "{}", text(&passwd.stderr));
-    let old = login_request(&gw, "bob@example.com", PASSWORD)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(old.status(), 401);
+    succeeded(&passwd);
+    let old = login_request(&gw, "bob@example.com", PASSWORD);
+    assert_eq!(status(old).await, 401);
 
     let disable = bffgate(Some(&redis), &["user", "disable", "bob@example.com"], None);
-    assert!(disable.status.success(), "{}", text(&disable.stderr));
-    assert!(
-        text(&disable.stdout).contains("1 session(s) revoked"),
-        "{}",
-        text(&disable.stdout)
-    );
-    assert_eq!(
-        browser
-            .get(gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_contains(&succeeded(&disable), "1 session(s) revoked");
+    assert_eq!(status(browser.get(gw.url("/auth/session"))).await, 401);
     let list = bffgate(Some(&redis), &["user", "list"], None);
     assert!(text(&list.stdout).contains("disabled"));
 
     let enable = bffgate(Some(&redis), &["user", "enable", "bob@example.com"], None);
     assert!(enable.status.success());
-    let res = login_request(&gw, "bob@example.com", "a brand new password")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let new = login_request(&gw, "bob@example.com", "a brand new password");
+    assert_eq!(status(new).await, 200);
 }
 
 #[test]
 fn user_commands_refuse_bad_input_clearly() {
     let redis = TestRedis::new();
     let no_stdin_flag = bffgate(Some(&redis), &["user", "add", "c@example.com"], None);
-    assert!(!no_stdin_flag.status.success());
-    assert!(text(&no_stdin_flag.stderr).contains("--password-stdin"));
+    assert_contains(&failed(&no_stdin_flag), "--password-stdin");
     let short = bffgate(
         Some(&redis),
         &["user", "add", "c@example.com", "--password-stdin"],
         Some("short"),
     );
-    assert!(text(&short.stderr).contains("password must be"));
+    assert_contains(&text(&short.stderr), "password must be");
     let bad_email = bffgate(
         Some(&redis),
         &["user", "add", "not-an-email", "--password-stdin"],
         Some(PASSWORD),
     );
-    assert!(text(&bad_email.stderr).contains("not a valid email"));
+    assert_contains(&text(&bad_email.stderr), "not a valid email");
     let missing = bffgate(
         Some(&redis),
         &["user", "disable", "nobody@example.com"],
         None,
     );
-    assert!(text(&missing.stderr).contains("no user nobody@example.com"));
+    assert_contains(&text(&missing.stderr), "no user nobody@example.com");
 }
 
 #[test]
 fn user_commands_without_redis_say_why() {
     let out = bffgate(None, &["user", "list"], None);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("need a [redis] store"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains(&failed(&out), "need a [redis] store");
 }
 
 #[test]
@@ -171,12 +158,7 @@ fn unreachable_redis_is_reported_by_user_commands() {
         .env("BFFGATE_REDIS__TIMEOUT", "500ms")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("store unavailable"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains(&failed(&out), "store unavailable");
 }
 
 #[test]
@@ -189,12 +171,7 @@ fn config_check_names_an_unknown_key_and_redacts_secrets() {
         &["config", "check", "--config", bad.to_str().unwrap()],
         None,
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("idle_timout"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_contains(&failed(&out), "idle_timout");
 
     let good = dir.path().join("good.toml");
     std::fs::write(
@@ -207,8 +184,7 @@ fn config_check_names_an_unknown_key_and_redacts_secrets() {
         .env("BFFGATE_CONFIG", &good)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let printed = text(&out.stdout);
+    let printed = succeeded(&out);
     assert!(
         printed.contains("[redacted]") && !printed.contains("hunter2"),
         "{printed}"
@@ -219,85 +195,49 @@ fn config_check_names_an_unknown_key_and_redacts_secrets() {
 fn example_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/bffgate.example.toml");
     let out = bffgate(None, &["config", "check", "--config", path], None);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-/// `bffgate demo` as a child process, killed on drop.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    succeeded(&out);
 }
 
 #[actix_web::test]
 async fn demo_serves_a_seeded_user() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let _demo = Demo(
+    let mut demo = ChildProcess::spawn(
         Command::new(BIN)
             .args(["demo", "--listen", &listen])
             .env_remove("BFFGATE_CONFIG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
+        "bffgate demo",
     );
+    demo.wait_until_http_ok(&format!("http://{listen}/healthz"))
+        .await;
     let client = browser();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(res) = client.get(format!("http://{listen}/healthz")).send().await {
-            if res.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "demo did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let res = client
+    let login = client
         .post(format!("http://{listen}/auth/login"))
-        .json(&serde_json::json!({ "email": "demo@example.com", "password": "bffgate-demo" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let res = client
-        .get(format!("http://{listen}/auth/session"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+        .json(&serde_json::json!({ "email": "demo@example.com", "password": "bffgate-demo" }));
+    assert_eq!(status(login).await, 200);
+    let session = client.get(format!("http://{listen}/auth/session"));
+    assert_eq!(status(session).await, 200);
     // The in-process demo API behind /api verifies the gateway's token through its JWKS.
-    let me: serde_json::Value = client
-        .get(format!("http://{listen}/api/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: serde_json::Value = json(client.get(format!("http://{listen}/api/me"))).await;
     assert_eq!(me["email"], "demo@example.com");
 }
 
 #[actix_web::test]
 async fn sessions_are_listed_and_revoked_by_the_admin_cli() {
     let redis = TestRedis::new();
-    let config = with_redis(test_config(), &redis.url, &redis.prefix);
+    let config = redis.config();
     let gw = TestGateway::start(config, "gina@example.com").await;
-    let ua = |name: &str| {
-        raw_client()
-            .post(gw.url("/auth/login"))
-            .header("x-csrf", "1")
-            .header("user-agent", name.to_owned())
-            .json(&serde_json::json!({ "email": "gina@example.com", "password": PASSWORD }))
-    };
     let mut cookies = Vec::new();
     for name in ["laptop-browser/1", "phone-browser/2", "tablet-browser/3"] {
-        let res = ua(name).send().await.unwrap();
+        let res = login_request(&gw, "gina@example.com", PASSWORD)
+            .header("user-agent", name)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
-        cookies.push(set_cookie(&res).unwrap().value().to_owned());
+        cookies.push(set_cookie_value(&res));
     }
 
     let list = bffgate(
@@ -305,8 +245,7 @@ async fn sessions_are_listed_and_revoked_by_the_admin_cli() {
         &["sessions", "list", "Gina@Example.com"],
         None,
     );
-    assert!(list.status.success(), "{}", text(&list.stderr));
-    let table = text(&list.stdout);
+    let table = succeeded(&list);
     let header = table.lines().next().unwrap();
     for column in ["id", "created", "last used", "ip", "user agent"] {
         assert!(header.contains(column), "{header}");
@@ -325,25 +264,15 @@ async fn sessions_are_listed_and_revoked_by_the_admin_cli() {
         &["sessions", "revoke", "--session", &family_of(&cookies[0])],
         None,
     );
-    assert!(one.status.success(), "{}", text(&one.stderr));
-    let status = |cookie: &str| {
-        let cookie = cookie.to_owned();
-        let gw = &gw;
-        async move {
-            send_with_cookie(gw, reqwest::Method::GET, "/auth/session", &cookie)
-                .await
-                .status()
-        }
-    };
-    assert_eq!(status(&cookies[0]).await, 401);
-    assert_eq!(status(&cookies[1]).await, 200);
+    succeeded(&one);
+    assert_eq!(session_status(&gw, &cookies[0]).await, 401);
+    assert_eq!(session_status(&gw, &cookies[1]).await, 200);
     let again = bffgate(
         Some(&redis),
         &["sessions", "revoke", "--session", &family_of(&cookies[0])],
         None,
     );
-    assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("no live session"));
+    assert_contains(&failed(&again), "no live session");
 
     // Every session of the user.
     let all = bffgate(
@@ -351,14 +280,9 @@ async fn sessions_are_listed_and_revoked_by_the_admin_cli() {
         &["sessions", "revoke", "--user", "gina@example.com"],
         None,
     );
-    assert!(all.status.success(), "{}", text(&all.stderr));
-    assert!(
-        text(&all.stdout).contains("revoked 2 session(s)"),
-        "{}",
-        text(&all.stdout)
-    );
-    assert_eq!(status(&cookies[1]).await, 401);
-    assert_eq!(status(&cookies[2]).await, 401);
+    assert_contains(&succeeded(&all), "revoked 2 session(s)");
+    assert_eq!(session_status(&gw, &cookies[1]).await, 401);
+    assert_eq!(session_status(&gw, &cookies[2]).await, 401);
 
     let neither = bffgate(Some(&redis), &["sessions", "revoke"], None);
     assert!(!neither.status.success());
@@ -368,18 +292,19 @@ async fn sessions_are_listed_and_revoked_by_the_admin_cli() {
 fn keys_generate_prints_keys_the_configuration_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("signing.pem");
-    let out = bffgate(
-        None,
-        &[
-            "keys",
-            "generate",
-            "--signing-key-out",
-            pem.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let printed = text(&out.stdout);
+    let generate_into = |pem: &std::path::Path| {
+        bffgate(
+            None,
+            &[
+                "keys",
+                "generate",
+                "--signing-key-out",
+                pem.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let printed = succeeded(&generate_into(&pem));
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&pem).unwrap().permissions().mode();
@@ -408,17 +333,7 @@ fn keys_generate_prints_keys_the_configuration_accepts() {
     assert!(other.status.success());
     assert!(!text(&other.stdout).contains(cookie_key));
     assert!(text(&other.stdout).contains("BEGIN PRIVATE KEY"));
-    let clobber = bffgate(
-        None,
-        &[
-            "keys",
-            "generate",
-            "--signing-key-out",
-            pem.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(!clobber.status.success());
+    assert!(!generate_into(&pem).status.success());
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! One acceptance suite, run against both stores: the embedded memory store and Redis (a real
 //! `redis-server` each test starts). Time is passed in, so expiry is tested without waiting.
 
-mod common;
-
 use std::sync::Arc;
+
+use crate::common;
 
 use bffgate::{
     clock::{Clock as _, Millis, SystemClock},

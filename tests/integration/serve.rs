@@ -1,24 +1,47 @@
 //! `bffgate serve` as a process: its JSON logs at trace level hold no secret, and SIGTERM
 //! lets in-flight requests finish while new connections are refused.
 
-mod common;
-
 use std::{
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
+use crate::common::{upstream::Upstream, *};
 use base64::Engine as _;
-use common::{upstream::Upstream, *};
 use reqwest::Method;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bffgate");
 const EMAIL: &str = "frank@example.com";
 
-/// A configuration file for a gateway on `port` with `/api` routed to `upstream`.
+/// What a `bffgate serve` test runs against: an upstream, its own Redis, and a configuration
+/// file for a gateway on a free port with `/api` routed to the upstream.
+struct Setup {
+    upstream: Upstream,
+    _redis: TestRedis,
+    _dir: tempfile::TempDir,
+    port: u16,
+    config: PathBuf,
+}
+
+/// [`Setup`] with `/api` at `auth`.
+fn setup(auth: &str) -> Setup {
+    let upstream = crate::common::upstream::start();
+    let redis = TestRedis::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let config = config_file(&dir, &redis, port, &upstream, auth);
+    Setup {
+        upstream,
+        _redis: redis,
+        _dir: dir,
+        port,
+        config,
+    }
+}
+
 fn config_file(
     dir: &tempfile::TempDir,
     redis: &TestRedis,
@@ -64,38 +87,28 @@ fn command(config: &Path) -> Command {
 /// A `bffgate serve` process; killed on drop if still running. Its standard error goes to
 /// a file (a pipe nobody reads would fill up and stall it).
 struct Served {
-    child: Child,
+    process: ChildProcess,
     port: u16,
     log: PathBuf,
 }
 
 impl Served {
-    async fn start(config: &Path, port: u16, extra: &[(&str, &str)]) -> Self {
-        let log = config.with_extension("log");
-        let mut cmd = command(config);
+    /// Starts `bffgate serve` on `setup`'s configuration, with `extra` environment.
+    async fn start(setup: &Setup, extra: &[(&str, &str)]) -> Self {
+        let log = setup.config.with_extension("log");
+        let mut cmd = command(&setup.config);
         cmd.arg("serve")
             .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
-        let served = Self {
-            child: cmd.spawn().expect("bffgate serve starts"),
-            port,
+        let mut served = Self {
+            process: ChildProcess::spawn(&mut cmd, "bffgate serve"),
+            port: setup.port,
             log,
         };
-        let client = raw_client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(res) = client.get(served.url("/readyz")).send().await {
-                if res.status() == 200 {
-                    return served;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "bffgate serve did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let ready = served.url("/readyz");
+        served.process.wait_until_http_ok(&ready).await;
+        served
     }
 
     fn url(&self, path: &str) -> String {
@@ -103,82 +116,56 @@ impl Served {
     }
 
     fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        self.process.terminate();
     }
 
     /// Waits for the process to exit (within `limit`); its status and standard error.
     fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "bffgate did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = self.process.wait_for_exit(limit);
         let stderr = std::fs::read_to_string(&self.log).expect("log");
         (status, stderr)
     }
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn send(
+/// `method path` from the log test's client (`log-test/1.0`, `X-CSRF: 1`), with `cookie` as
+/// the session cookie if given; not yet sent.
+fn request(
     served: &Served,
     method: Method,
     path: &str,
     cookie: Option<&str>,
-) -> reqwest::Response {
-    let mut request = raw_client()
+) -> reqwest::RequestBuilder {
+    let request = raw_client()
         .request(method, served.url(path))
         .header("x-csrf", "1")
         .header("user-agent", "log-test/1.0");
-    if let Some(value) = cookie {
-        request = request.header(
-            "cookie",
-            actix_web::cookie::Cookie::new(COOKIE, value.to_owned())
-                .encoded()
-                .to_string(),
-        );
+    match cookie {
+        Some(value) => request.header("cookie", cookie_header(value)),
+        None => request,
     }
-    request.send().await.expect("request")
 }
 
 async fn login(served: &Served, password: &str) -> reqwest::Response {
-    raw_client()
-        .post(served.url("/auth/login"))
-        .header("x-csrf", "1")
-        .header("user-agent", "log-test/1.0")
+    request(served, Method::POST, "/auth/login", None)
         .json(&serde_json::json!({ "email": EMAIL, "password": password }))
         .send()
         .await
         .expect("login")
 }
 
-fn cookie_of(res: &reqwest::Response) -> String {
-    set_cookie(res)
-        .expect("a session cookie")
-        .value()
-        .to_owned()
+/// The successor cookie a refresh with `cookie` sets.
+async fn refreshed_on(served: &Served, cookie: &str) -> String {
+    let res = request(served, Method::POST, "/auth/refresh", Some(cookie))
+        .send()
+        .await
+        .expect("refresh");
+    set_cookie_value(&res)
 }
 
 #[actix_web::test]
 async fn json_logs_record_events_and_never_a_secret() {
-    let upstream = common::upstream::start();
-    let redis = TestRedis::new();
-    let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let config = config_file(&dir, &redis, port, &upstream, "required");
-    let mut add = command(&config)
+    let setup = setup("required");
+    let mut add = command(&setup.config)
         .args(["user", "add", EMAIL, "--password-stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -189,8 +176,7 @@ async fn json_logs_record_events_and_never_a_secret() {
     assert!(add.wait().expect("user add exits").success());
 
     let served = Served::start(
-        &config,
-        port,
+        &setup,
         &[("BFFGATE_LOG", "trace"), ("BFFGATE_LOG_FORMAT", "json")],
     )
     .await;
@@ -198,45 +184,18 @@ async fn json_logs_record_events_and_never_a_secret() {
     assert_eq!(login(&served, wrong).await.status(), 401);
     let res = login(&served, PASSWORD).await;
     assert_eq!(res.status(), 200);
-    let c1 = cookie_of(&res);
+    let c1 = set_cookie_value(&res);
     let mut cookies = vec![c1.clone()];
-    assert_eq!(
-        send(&served, Method::GET, "/auth/session", Some(&c1))
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        send(&served, Method::GET, "/api/orders", Some(&c1))
-            .await
-            .status(),
-        200
-    );
-    let res = send(&served, Method::POST, "/auth/refresh", Some(&c1)).await;
-    let c2 = cookie_of(&res);
-    let res = send(&served, Method::POST, "/auth/refresh", Some(&c2)).await;
-    let c3 = cookie_of(&res);
+    let status_of = |method, path, cookie| status(request(&served, method, path, Some(cookie)));
+    assert_eq!(status_of(Method::GET, "/auth/session", &c1).await, 200);
+    assert_eq!(status_of(Method::GET, "/api/orders", &c1).await, 200);
+    let c2 = refreshed_on(&served, &c1).await;
+    let c3 = refreshed_on(&served, &c2).await;
     // c1 is two generations old: a reuse attack.
-    assert_eq!(
-        send(&served, Method::POST, "/auth/refresh", Some(&c1))
-            .await
-            .status(),
-        401
-    );
-    assert_eq!(
-        send(&served, Method::GET, "/api/orders", Some(&c3))
-            .await
-            .status(),
-        401
-    );
-    let res = login(&served, PASSWORD).await;
-    let c4 = cookie_of(&res);
-    assert_eq!(
-        send(&served, Method::POST, "/auth/logout", Some(&c4))
-            .await
-            .status(),
-        204
-    );
+    assert_eq!(status_of(Method::POST, "/auth/refresh", &c1).await, 401);
+    assert_eq!(status_of(Method::GET, "/api/orders", &c3).await, 401);
+    let c4 = set_cookie_value(&login(&served, PASSWORD).await);
+    assert_eq!(status_of(Method::POST, "/auth/logout", &c4).await, 204);
     cookies.extend([c2, c3, c4]);
 
     served.terminate();
@@ -249,9 +208,7 @@ async fn json_logs_record_events_and_never_a_secret() {
         let (access, refresh) = open_cookie(cookie);
         let secret = refresh.split('.').nth(1).expect("secret").to_owned();
         let signature = access.rsplit('.').next().expect("signature").to_owned();
-        let encoded = actix_web::cookie::Cookie::new(COOKIE, cookie.clone())
-            .encoded()
-            .to_string();
+        let encoded = cookie_header(cookie);
         secrets.extend([cookie.clone(), encoded, access, refresh, secret, signature]);
     }
     for secret in &secrets {
@@ -318,32 +275,25 @@ async fn json_logs_record_events_and_never_a_secret() {
 
 #[actix_web::test]
 async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
-    let upstream = common::upstream::start();
-    let redis = TestRedis::new();
-    let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let config = config_file(&dir, &redis, port, &upstream, "none");
-    let served = Served::start(&config, port, &[]).await;
+    let setup = setup("none");
+    let served = Served::start(&setup, &[]).await;
 
     let url = served.url("/api/slow?ms=1500");
     let in_flight =
         actix_web::rt::spawn(async move { raw_client().get(url).send().await.map(|r| r.status()) });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !upstream.seen().iter().any(|s| s.path == "/api/slow") {
-        assert!(
-            Instant::now() < deadline,
-            "the request did not reach the upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the request to reach the upstream",
+        Duration::from_secs(10),
+        || std::future::ready(setup.upstream.seen().iter().any(|s| s.path == "/api/slow")),
+    )
+    .await;
     served.terminate();
     // The listener closes at once …
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(&addr).is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let addr = format!("127.0.0.1:{}", setup.port);
+    eventually("the listener to close", Duration::from_secs(5), || {
+        std::future::ready(TcpStream::connect(&addr).is_err())
+    })
+    .await;
     assert!(
         !in_flight.is_finished(),
         "the slow request is still in flight when accepting stops"

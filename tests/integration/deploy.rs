@@ -5,17 +5,14 @@
 //!
 //! Needs `docker-compose` (`.ci/run` installs Debian's); without it these tests fail.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
 };
 
+use crate::common::{browser, free_port, ChildProcess, TestRedis};
 use bffgate::config::Config;
-use common::{browser, free_port, TestRedis};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bffgate");
@@ -251,16 +248,6 @@ fn the_image_starts_bffgate_serve_with_the_mounted_config() {
     );
 }
 
-/// `bffgate serve` as a child process, killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[actix_web::test]
 async fn the_compose_start_command_serves_a_seeded_user() {
     let compose = compose();
@@ -318,31 +305,18 @@ async fn the_compose_start_command_serves_a_seeded_user() {
     let mut start = strings(&gateway["command"]);
     assert_eq!(start, ["serve"]);
     start.insert(0, BIN.to_owned());
-    let _serve = Serve(
+    let mut serve = ChildProcess::spawn(
         Command::new(&start[0])
             .args(&start[1..])
             .env_clear()
             .envs(env_of("gateway"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("bffgate serve runs"),
+            .stderr(Stdio::null()),
+        "bffgate serve",
     );
     let base = format!("http://127.0.0.1:{port}");
+    serve.wait_until_http_ok(&format!("{base}/readyz")).await;
     let client = browser();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(res) = client.get(format!("{base}/readyz")).send().await {
-            if res.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bffgate serve did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let res = client
         .post(format!("{base}/auth/login"))
         .json(&serde_json::json!({

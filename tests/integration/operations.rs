@@ -1,17 +1,16 @@
-//! Operations over real HTTP against gateways on a real `redis-server`: login throttling
-//! (across instances), cookie and signing key rotation without logging anyone out, and the
-//! OpenAPI document checked against the routes the gateway answers.
-
-mod common;
+//! Operations over real HTTP: login throttling (on the memory store, and across instances on a
+//! real `redis-server`), cookie and signing key rotation without logging anyone out (instances
+//! sharing a real `redis-server`), and the OpenAPI document checked against the routes the
+//! gateway answers.
 
 use std::{collections::BTreeSet, time::Duration};
 
+use crate::common::*;
 use base64::Engine as _;
 use bffgate::{
-    config::{AuthMode, Config, Redacted, RouteConfig},
-    tokens::{generate_ed25519_pkcs8, pkcs8_pem, AccessClaims},
+    config::{AuthMode, Config, Redacted},
+    tokens::{generate_ed25519_pkcs8, pkcs8_pem},
 };
-use common::*;
 use reqwest::Method;
 use serde_json::Value;
 
@@ -23,6 +22,12 @@ fn throttled(mut config: Config, free: u32, ip_free: u32) -> Config {
     config.throttle.base_delay = Duration::from_secs(1);
     config.throttle.max_delay = Duration::from_secs(8);
     config
+}
+
+/// A gateway on the memory store that throttles after `free` failures per email and address,
+/// and after `ip_free` per address.
+async fn throttled_gateway(free: u32, ip_free: u32) -> TestGateway {
+    TestGateway::start(throttled(test_config(), free, ip_free), EMAIL).await
 }
 
 async fn attempt(gw: &TestGateway, email: &str, password: &str) -> reqwest::Response {
@@ -40,12 +45,7 @@ fn retry_after(res: &reqwest::Response) -> Option<String> {
 
 #[actix_web::test]
 async fn repeated_failures_get_429_with_a_doubling_retry_after_and_success_resets() {
-    let redis = TestRedis::new();
-    let gw = TestGateway::start(
-        throttled(with_redis(test_config(), &redis.url, &redis.prefix), 2, 50),
-        EMAIL,
-    )
-    .await;
+    let gw = throttled_gateway(2, 50).await;
     for _ in 0..3 {
         assert_eq!(attempt(&gw, EMAIL, "wrong password").await.status(), 401);
     }
@@ -74,12 +74,7 @@ async fn repeated_failures_get_429_with_a_doubling_retry_after_and_success_reset
 
 #[actix_web::test]
 async fn unknown_emails_are_throttled_exactly_like_known_ones() {
-    let redis = TestRedis::new();
-    let gw = TestGateway::start(
-        throttled(with_redis(test_config(), &redis.url, &redis.prefix), 2, 50),
-        EMAIL,
-    )
-    .await;
+    let gw = throttled_gateway(2, 50).await;
     let mut answers = Vec::new();
     for email in [EMAIL, "nobody@example.com"] {
         let mut statuses = Vec::new();
@@ -98,12 +93,7 @@ async fn unknown_emails_are_throttled_exactly_like_known_ones() {
 
 #[actix_web::test]
 async fn failures_from_one_address_throttle_every_email_from_it() {
-    let redis = TestRedis::new();
-    let gw = TestGateway::start(
-        throttled(with_redis(test_config(), &redis.url, &redis.prefix), 10, 3),
-        EMAIL,
-    )
-    .await;
+    let gw = throttled_gateway(10, 3).await;
     for n in 0..4 {
         let email = format!("guess{n}@example.com");
         assert_eq!(attempt(&gw, &email, "wrong password").await.status(), 401);
@@ -116,7 +106,7 @@ async fn failures_from_one_address_throttle_every_email_from_it() {
 #[actix_web::test]
 async fn throttling_holds_across_gateway_instances() {
     let redis = TestRedis::new();
-    let config = throttled(with_redis(test_config(), &redis.url, &redis.prefix), 2, 50);
+    let config = throttled(redis.config(), 2, 50);
     let a = TestGateway::start(config.clone(), EMAIL).await;
     let b = TestGateway::join(config).await;
     for _ in 0..3 {
@@ -139,12 +129,19 @@ fn test_key() -> Redacted {
     Redacted::new(&base64::engine::general_purpose::STANDARD.encode(cookie_key_bytes()))
 }
 
+/// The first instance of a deployment on a Redis of its own, and a session on it: the Redis,
+/// the configuration more instances start from, the gateway and the session's cookie value.
+async fn first_instance() -> (TestRedis, Config, TestGateway, String) {
+    let redis = TestRedis::new();
+    let base = redis.config();
+    let gw = TestGateway::start(base.clone(), EMAIL).await;
+    let cookie = login_cookie_of(&gw, EMAIL).await;
+    (redis, base, gw, cookie)
+}
+
 #[actix_web::test]
 async fn cookie_key_rotation_keeps_sessions_and_reseals_cookies() {
-    let redis = TestRedis::new();
-    let base = with_redis(test_config(), &redis.url, &redis.prefix);
-    let old = TestGateway::start(base.clone(), EMAIL).await;
-    let c1 = login_cookie_of(&old, EMAIL).await;
+    let (_redis, base, _old, c1) = first_instance().await;
 
     // The new key, with the old one as previous: the old cookie works and comes back sealed
     // with the new key.
@@ -158,33 +155,22 @@ async fn cookie_key_rotation_keeps_sessions_and_reseals_cookies() {
 
     // Once the previous key is gone, only the re-sealed cookie opens.
     let done = TestGateway::join(with_cookie_keys(base, key(7), vec![])).await;
-    let res = send_with_cookie(&done, Method::GET, "/auth/session", resealed.value()).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        send_with_cookie(&done, Method::GET, "/auth/session", &c1)
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(session_status(&done, resealed.value()).await, 200);
+    assert_eq!(session_status(&done, &c1).await, 401);
 }
 
 #[actix_web::test]
 async fn a_grace_replay_across_a_cookie_key_rotation_still_gets_the_successor() {
-    let redis = TestRedis::new();
-    let base = with_redis(test_config(), &redis.url, &redis.prefix);
-    let old = TestGateway::start(base.clone(), EMAIL).await;
-    let c1 = login_cookie_of(&old, EMAIL).await;
-    let res = send_with_cookie(&old, Method::POST, "/auth/refresh", &c1).await;
-    assert_eq!(res.status(), 200);
-    let c2 = set_cookie(&res).expect("rotated").value().to_owned();
+    let (_redis, base, old, c1) = first_instance().await;
+    let c2 = refreshed(&old, &c1).await;
 
     // A request carrying c1 (sent before c2 arrived) reaches an instance with the new key:
     // the successor sealed under the old key must still open.
     let rotated = TestGateway::join(with_cookie_keys(base, key(9), vec![test_key()])).await;
-    let res = send_with_cookie(&rotated, Method::POST, "/auth/refresh", &c1).await;
-    assert_eq!(res.status(), 200, "grace replay");
-    let res = send_with_cookie(&rotated, Method::GET, "/auth/session", &c2).await;
-    assert_eq!(res.status(), 200, "the session is not revoked");
+    let replay = with_cookie(&rotated, Method::POST, "/auth/refresh", &c1);
+    assert_eq!(status(replay).await, 200, "grace replay");
+    let session = session_status(&rotated, &c2).await;
+    assert_eq!(session, 200, "the session is not revoked");
 }
 
 fn write_key(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
@@ -193,42 +179,14 @@ fn write_key(dir: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
     path
 }
 
-async fn verify(gw: &TestGateway, token: &str) -> (String, AccessClaims) {
-    let jwks: jsonwebtoken::jwk::JwkSet = raw_client()
-        .get(gw.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("jwks")
-        .json()
-        .await
-        .expect("JSON");
-    let header = jsonwebtoken::decode_header(token).expect("header");
-    let kid = header.kid.expect("kid");
-    let jwk = jwks.find(&kid).expect("the token's key is published");
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
-    validation.set_audience(&["api"]);
-    validation.set_issuer(&["bffgate"]);
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("decoding key");
-    let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).expect("verifies");
-    (kid, data.claims)
-}
-
 #[actix_web::test]
 async fn signing_key_rotation_keeps_issued_tokens_verifiable() {
-    let upstream = common::upstream::start();
+    let upstream = crate::common::upstream::start();
     let redis = TestRedis::new();
     let dir = tempfile::tempdir().expect("dir");
     let (k1, k2) = (write_key(&dir, "k1.pem"), write_key(&dir, "k2.pem"));
-    let mut base = with_redis(test_config(), &redis.url, &redis.prefix);
-    base.routes = vec![RouteConfig {
-        prefix: "/api".into(),
-        upstream: upstream.base.clone(),
-        strip_prefix: false,
-        auth: AuthMode::Required,
-        csrf: true,
-        timeout: Duration::from_secs(5),
-        forward_cookies: vec![],
-    }];
+    let mut base = redis.config();
+    base.routes = vec![route("/api", &upstream.base, AuthMode::Required)];
     let mut first = base.clone();
     first.jwt.signing_key_file = Some(k1.clone());
     let old = TestGateway::start(first, EMAIL).await;
@@ -238,31 +196,23 @@ async fn signing_key_rotation_keeps_issued_tokens_verifiable() {
     second.jwt.signing_key_file = Some(k2);
     second.jwt.previous_keys = vec![k1];
     let new = TestGateway::join(second).await;
-    let jwks: Value = raw_client()
-        .get(new.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("jwks")
-        .json()
-        .await
-        .expect("JSON");
+    let jwks: Value = json(raw_client().get(new.url("/.well-known/jwks.json"))).await;
     assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
 
     // A token the old key signed, still within its lifetime, goes upstream and verifies
     // against the new gateway's JWKS.
-    let res = send_with_cookie(&new, Method::GET, "/api/orders", &c1).await;
-    assert_eq!(res.status(), 200);
+    let orders = with_cookie(&new, Method::GET, "/api/orders", &c1);
+    assert_eq!(status(orders).await, 200);
     let old_token = upstream.last().bearer().expect("bearer").to_owned();
-    let (old_kid, _) = verify(&new, &old_token).await;
+    let (old_kid, _) = verify_with_jwks(&new, &old_token, true).await;
     assert_eq!(old_kid, jwks["keys"][1]["kid"]);
 
     // The next rotation signs with the new key.
-    let res = send_with_cookie(&new, Method::POST, "/auth/refresh", &c1).await;
-    assert_eq!(res.status(), 200);
-    let c2 = set_cookie(&res).expect("rotated").value().to_owned();
-    let res = send_with_cookie(&new, Method::GET, "/api/orders", &c2).await;
-    assert_eq!(res.status(), 200);
-    let (new_kid, claims) = verify(&new, upstream.last().bearer().expect("bearer")).await;
+    let c2 = refreshed(&new, &c1).await;
+    let orders = with_cookie(&new, Method::GET, "/api/orders", &c2);
+    assert_eq!(status(orders).await, 200);
+    let new_token = upstream.last().bearer().expect("bearer").to_owned();
+    let (new_kid, claims) = verify_with_jwks(&new, &new_token, true).await;
     assert_eq!(new_kid, jwks["keys"][0]["kid"]);
     assert_eq!(claims.email, EMAIL);
 }
@@ -270,14 +220,7 @@ async fn signing_key_rotation_keeps_issued_tokens_verifiable() {
 #[actix_web::test]
 async fn openapi_document_matches_the_routes_that_exist() {
     let gw = TestGateway::memory(EMAIL).await;
-    let doc: Value = raw_client()
-        .get(gw.url("/openapi.json"))
-        .send()
-        .await
-        .expect("openapi")
-        .json()
-        .await
-        .expect("JSON");
+    let doc: Value = json(raw_client().get(gw.url("/openapi.json"))).await;
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
@@ -323,9 +266,9 @@ async fn openapi_document_matches_the_routes_that_exist() {
         if path == "/auth/login" {
             request = request.json(&serde_json::json!({}));
         }
-        let status = request.send().await.expect("request").status();
+        let status = status(request).await.to_string();
         assert!(
-            statuses.iter().any(|s| s.as_str() == status.as_str()),
+            statuses.iter().any(|s| **s == status),
             "{method} {path} answered {status}, documented {statuses:?}"
         );
     }

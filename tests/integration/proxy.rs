@@ -1,7 +1,6 @@
 //! The gateway in front of a real upstream on port 0 that records what it receives, with a
-//! real `redis-server` behind the gateway and a cookie-keeping client in front.
-
-mod common;
+//! cookie-keeping client in front. The gateway runs on the memory store: what is tested here
+//! is the proxy, not the store (`http_auth` runs sessions against Redis).
 
 use std::{
     io::{Read as _, Write as _},
@@ -9,76 +8,48 @@ use std::{
     time::Duration,
 };
 
+use crate::common::{upstream::Upstream, *};
 use bffgate::{
     config::{AuthMode, Config, RouteConfig},
-    store::FamilyState,
     tokens::AccessClaims,
 };
-use common::{upstream::Upstream, *};
 use reqwest::Method;
 
 const EMAIL: &str = "carol@example.com";
 
+/// A route as these tests use it: a 2 s timeout, and the client's `theme` cookie forwarded.
 fn route(prefix: &str, upstream: &str, auth: AuthMode) -> RouteConfig {
     RouteConfig {
-        prefix: prefix.into(),
-        upstream: upstream.into(),
-        strip_prefix: false,
-        auth,
-        csrf: true,
         timeout: Duration::from_secs(2),
         forward_cookies: vec!["theme".into()],
+        ..crate::common::route(prefix, upstream, auth)
     }
 }
 
 struct Stack {
-    _redis: TestRedis,
     upstream: Upstream,
     gw: TestGateway,
 }
 
 async fn stack(tweak: impl FnOnce(&mut Config, &str)) -> Stack {
-    let upstream = common::upstream::start();
-    let redis = TestRedis::new();
-    let mut config = with_redis(test_config(), &redis.url, &redis.prefix);
+    let upstream = crate::common::upstream::start();
+    let mut config = test_config();
     config.routes = vec![route("/api", &upstream.base, AuthMode::Required)];
     tweak(&mut config, &upstream.base);
     let gw = TestGateway::start(config, EMAIL).await;
-    Stack {
-        _redis: redis,
-        upstream,
-        gw,
-    }
+    Stack { upstream, gw }
 }
 
-async fn verify_with_jwks(gw: &TestGateway, token: &str) -> AccessClaims {
-    let jwks: jsonwebtoken::jwk::JwkSet = raw_client()
-        .get(gw.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
-    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
-    v.set_audience(&["api"]);
-    v.set_issuer(&["bffgate"]);
-    // The gateway's clock is manual; check exp against it in the tests instead.
-    v.validate_exp = false;
-    jsonwebtoken::decode::<AccessClaims>(token, &key, &v)
-        .unwrap()
-        .claims
+/// The claims of a token the upstream received, verified through the gateway's JWKS. The
+/// gateway's clock is manual: `exp` is checked against it in the tests instead.
+async fn verified_claims(gw: &TestGateway, token: &str) -> AccessClaims {
+    verify_with_jwks(gw, token, false).await.1
 }
 
 #[actix_web::test]
 async fn upstream_gets_a_verifiable_bearer_and_never_the_gateway_cookie() {
     let s = stack(|_, _| {}).await;
-    let session = login_cookie_of(&s.gw, EMAIL).await;
-    let session = actix_web::cookie::Cookie::new(COOKIE, session)
-        .encoded()
-        .to_string();
+    let session = cookie_header(&login_cookie_of(&s.gw, EMAIL).await);
     let res = raw_client()
         .get(s.gw.url("/api/things?x=1"))
         .header("x-csrf", "1")
@@ -105,7 +76,7 @@ async fn upstream_gets_a_verifiable_bearer_and_never_the_gateway_cookie() {
         (seen.path.as_str(), seen.query.as_str()),
         ("/api/things", "x=1")
     );
-    let claims = verify_with_jwks(&s.gw, seen.bearer().expect("bearer")).await;
+    let claims = verified_claims(&s.gw, seen.bearer().expect("bearer")).await;
     assert_eq!(claims.email, EMAIL);
     let cookie = seen.header("cookie").unwrap_or("");
     assert!(
@@ -148,17 +119,13 @@ async fn optional_and_none_routes_pass_anonymous_requests_without_a_token() {
     })
     .await;
     let anonymous = raw_client();
-    let res = anonymous
-        .get(s.gw.url("/public/x"))
-        .header("x-csrf", "1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(
+        status(anonymous.get(s.gw.url("/public/x")).header("x-csrf", "1")).await,
+        200
+    );
     assert_eq!(s.upstream.last().bearer(), None);
     // `none` needs neither a session nor the CSRF header.
-    let res = anonymous.get(s.gw.url("/open/x")).send().await.unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(status(anonymous.get(s.gw.url("/open/x"))).await, 200);
     assert_eq!(s.upstream.last().bearer(), None);
     // Signed in, `optional` adds the token and `none` still does not.
     let browser = browser();
@@ -190,7 +157,7 @@ async fn a_due_token_is_refreshed_before_the_upstream_sees_it() {
     );
     let second = s.upstream.last().bearer().unwrap().to_owned();
     assert_ne!(first, second);
-    let claims = verify_with_jwks(&s.gw, &second).await;
+    let claims = verified_claims(&s.gw, &second).await;
     assert!(
         claims.exp * 1000 > s.gw.clock_now() + 60_000,
         "upstream got a fresh token"
@@ -214,15 +181,7 @@ async fn twenty_concurrent_proxied_requests_with_a_due_token_rotate_once() {
         successors.insert(open_cookie(c.value()).1);
     }
     assert_eq!(successors.len(), 1);
-    let FamilyState::Live(info) =
-        s.gw.store
-            .family(&family_of(&cookie), s.gw.clock_now())
-            .await
-            .unwrap()
-    else {
-        panic!("family must stay live");
-    };
-    assert_eq!(info.generation, 1);
+    assert_eq!(s.gw.live_generation(&cookie).await, 1);
     assert_eq!(s.upstream.seen().len(), 20);
 }
 
@@ -232,18 +191,14 @@ async fn a_revoked_family_gets_401_on_the_next_proxied_request() {
     let (laptop, phone) = (browser(), browser());
     login(&s.gw, &laptop, EMAIL).await;
     login(&s.gw, &phone, EMAIL).await;
-    assert_eq!(
-        phone.get(s.gw.url("/api/x")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(status(phone.get(s.gw.url("/api/x"))).await, 200);
     laptop
         .post(s.gw.url("/auth/logout-all"))
         .send()
         .await
         .unwrap();
     let before = s.upstream.seen().len();
-    let res = phone.get(s.gw.url("/api/x")).send().await.unwrap();
-    assert_eq!(res.status(), 401);
+    assert_eq!(status(phone.get(s.gw.url("/api/x"))).await, 401);
     assert_eq!(
         s.upstream.seen().len(),
         before,
@@ -268,18 +223,14 @@ async fn upstream_401_on_get_refreshes_and_retries_once() {
     assert_ne!(seen[0].bearer(), seen[1].bearer());
     // A second 401 is passed through: one retry only.
     s.upstream.shared.flaky_401s.store(2, Ordering::SeqCst);
-    let res = browser.get(s.gw.url("/api/flaky")).send().await.unwrap();
-    assert_eq!(res.status(), 401);
+    assert_eq!(status(browser.get(s.gw.url("/api/flaky"))).await, 401);
     assert_eq!(s.upstream.seen().len(), 4);
     // Not for POST.
     s.upstream.shared.flaky_401s.store(1, Ordering::SeqCst);
-    let res = browser
-        .post(s.gw.url("/api/flaky"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    assert_eq!(
+        status(browser.post(s.gw.url("/api/flaky")).body("x")).await,
+        401
+    );
     assert_eq!(s.upstream.seen().len(), 5);
 }
 
@@ -329,15 +280,7 @@ async fn unreachable_upstream_is_502_and_slow_is_504_and_the_session_survives() 
     let res = browser.get(s.gw.url("/api/slow")).send().await.unwrap();
     assert_eq!(res.status(), 504);
     assert!(set_cookie(&res).is_none());
-    assert_eq!(
-        browser
-            .get(s.gw.url("/auth/session"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(browser.get(s.gw.url("/auth/session"))).await, 200);
 }
 
 #[actix_web::test]
@@ -350,23 +293,20 @@ async fn csrf_is_required_on_cookie_routes_unless_the_route_opts_out() {
     .await;
     let cookie = login_cookie_of(&s.gw, EMAIL).await;
     let plain = |path: &str| {
-        raw_client().get(s.gw.url(path)).header(
-            "cookie",
-            actix_web::cookie::Cookie::new(COOKIE, cookie.clone())
-                .encoded()
-                .to_string(),
-        )
+        raw_client()
+            .get(s.gw.url(path))
+            .header("cookie", cookie_header(&cookie))
     };
-    assert_eq!(plain("/api/x").send().await.unwrap().status(), 403);
-    assert_eq!(plain("/files/x").send().await.unwrap().status(), 200);
+    assert_eq!(status(plain("/api/x")).await, 403);
+    assert_eq!(status(plain("/files/x")).await, 200);
     let cross = plain("/api/x")
         .header("x-csrf", "1")
         .header("sec-fetch-site", "cross-site");
-    assert_eq!(cross.send().await.unwrap().status(), 403);
+    assert_eq!(status(cross).await, 403);
     let foreign = plain("/api/x")
         .header("x-csrf", "1")
         .header("origin", "https://evil.example");
-    assert_eq!(foreign.send().await.unwrap().status(), 403);
+    assert_eq!(status(foreign).await, 403);
 }
 
 /// Sends a raw request line, so that no client library normalises the path first; returns
@@ -455,14 +395,6 @@ async fn unmatched_paths_fall_through_to_static_files() {
         .to_str()
         .unwrap()
         .contains("javascript"));
-    assert_eq!(
-        client
-            .get(s.gw.url("/missing.txt"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(status(client.get(s.gw.url("/missing.txt"))).await, 404);
     assert!(s.upstream.seen().is_empty());
 }

@@ -1,18 +1,16 @@
 //! The demo API behind the gateway: tokens verified through the gateway's JWKS, bad tokens
 //! refused, and WebSocket upgrades authenticated at the handshake.
 
-mod common;
-
 use std::{net::TcpListener, time::Duration};
 
+use crate::common::*;
 use awc::ws;
 use bffgate::{
     clock::{Clock as _, SystemClock},
-    config::{AuthMode, RouteConfig},
+    config::AuthMode,
     demo::api::{build_demo_api, DemoApiSettings},
     tokens::{generate_ed25519_pkcs8, new_id, pkcs8_pem, AccessClaims, Signer},
 };
-use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 
 const EMAIL: &str = "dana@example.com";
@@ -46,15 +44,7 @@ async fn demo() -> Demo {
     actix_web::rt::spawn(api);
     let mut config = test_config();
     config.jwt.signing_key_file = Some(key_file.clone());
-    config.routes = vec![RouteConfig {
-        prefix: "/api".into(),
-        upstream: api_base.clone(),
-        strip_prefix: false,
-        auth: AuthMode::Required,
-        csrf: true,
-        timeout: Duration::from_secs(5),
-        forward_cookies: vec![],
-    }];
+    config.routes = vec![route("/api", &api_base, AuthMode::Required)];
     let gw = TestGateway::start_with_listener(config, EMAIL, gw_listener).await;
     Demo {
         gw,
@@ -80,14 +70,10 @@ fn claims() -> AccessClaims {
 }
 
 async fn api_status(d: &Demo, token: &str) -> u16 {
-    raw_client()
+    let me = raw_client()
         .get(format!("{}/api/me", d.api_base))
-        .header("authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .header("authorization", format!("Bearer {token}"));
+    status(me).await
 }
 
 #[actix_web::test]
@@ -95,30 +81,13 @@ async fn the_demo_api_answers_through_the_gateway() {
     let d = demo().await;
     let browser = browser();
     login(&d.gw, &browser, EMAIL).await;
-    let me: serde_json::Value = browser
-        .get(d.gw.url("/api/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: serde_json::Value = json(browser.get(d.gw.url("/api/me"))).await;
     assert_eq!(me["email"], EMAIL);
-    let res = browser
+    let note = browser
         .post(d.gw.url("/api/notes"))
-        .json(&serde_json::json!({ "text": "buy milk" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let notes: Vec<serde_json::Value> = browser
-        .get(d.gw.url("/api/notes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&serde_json::json!({ "text": "buy milk" }));
+    assert_eq!(status(note).await, 201);
+    let notes: Vec<serde_json::Value> = json(browser.get(d.gw.url("/api/notes"))).await;
     assert_eq!(notes[0]["text"], "buy milk");
     let mut clock = browser
         .get(d.gw.url("/api/clock?count=2&every_ms=10"))
@@ -176,8 +145,7 @@ async fn the_demo_api_refuses_bad_tokens() {
 fn ws_request(d: &Demo, cookie: Option<&str>, origin: Option<&str>) -> awc::ws::WebsocketsRequest {
     let mut req = awc::Client::new().ws(format!("ws://{}/api/ws", d.gw.addr));
     if let Some(cookie) = cookie {
-        let cookie = actix_web::cookie::Cookie::new(COOKIE, cookie.to_owned());
-        req = req.header("cookie", cookie.encoded().to_string());
+        req = req.header("cookie", cookie_header(cookie));
     }
     if let Some(origin) = origin {
         req = req.origin(origin);
