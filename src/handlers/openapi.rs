@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document of the gateway's own endpoints, generated from the handlers'
-//! annotations and served at `GET /openapi.json`. `tests/operations.rs` checks it against the
+//! annotations and served at `GET /openapi.json`. `tests/integration/operations.rs` checks it against the
 //! routes the gateway really answers.
 
 use std::sync::LazyLock;

@@ -2,7 +2,7 @@
 //!
 //! A small trait with two backends — [`redis::RedisStore`] (shared, many gateway instances)
 //! and [`memory::MemoryStore`] (embedded, one instance) — that pass one acceptance suite
-//! (`tests/store_acceptance.rs`). The store knows nothing of HTTP or cookies; it sees only
+//! (`tests/integration/store_acceptance.rs`). The store knows nothing of HTTP or cookies; it sees only
 //! hashes of refresh secrets and sealed successors, never a usable token. Time is passed in.
 
 pub mod memory;
