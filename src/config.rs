@@ -95,7 +95,8 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     #[serde(default = "default_auth")]
     pub auth: AuthMode,
-    /// Require `X-CSRF: 1` and a same-site request (routes that use the session only).
+    /// Require `X-CSRF: 1` (routes that use the session only). `false` drops only this
+    /// requirement: cross-site unsafe requests stay refused on every cookie route.
     #[serde(default = "default_true")]
     pub csrf: bool,
     /// Bound on connecting and receiving the upstream's response head.

@@ -186,8 +186,8 @@ impl Gateway {
                 .limit(MAX_JSON_BODY)
                 .content_type_required(true)
                 .error_handler(|err, _req| ApiError::from(err).into());
-            // middleware order (outermost first): request log, re-sealing of cookies under
-            // previous keys, clear-marked cookies, the session cookie; within /auth:
+            // middleware order (outermost first): request log, exact cookie names, re-sealing
+            // of cookies under previous keys, clear-marked cookies, the session cookie; within /auth:
             // no-store headers, then the CSRF check.
             let app = App::new()
                 .app_data(state.clone())
@@ -203,8 +203,10 @@ impl Gateway {
                 .app_data(metrics_handle.clone())
                 .wrap(cookie_data.middleware())
                 .wrap(from_fn(cookie::clear_when_marked))
-                // Before anything reads (and caches) the request's cookies.
+                // Before anything reads (and caches) the request's cookies: only the exact
+                // name is ours, then cookies sealed under a previous key are re-sealed.
                 .wrap(from_fn(cookie::reseal_previous))
+                .wrap(from_fn(cookie::exact_name_only))
                 .wrap(from_fn(log_request))
                 .service(handlers::health::healthz)
                 .service(handlers::health::readyz)

@@ -286,12 +286,10 @@ async fn demo(mut config: Config, listen: String) -> Result<(), String> {
     let stack = bffgate::demo::start(config, listener)
         .await
         .map_err(|e| e.to_string())?;
-    let page = if addr.ip().is_loopback() {
-        format!("http://localhost:{}", addr.port())
-    } else {
-        format!("http://{addr}")
-    };
-    println!("bffgate demo listening on {addr}: open {page} in a browser");
+    println!(
+        "bffgate demo listening on {addr}: open {} in a browser",
+        stack.page
+    );
     println!("  demo user: {DEMO_EMAIL}  password: {DEMO_PASSWORD}");
     println!("  or with curl:");
     println!("    curl -i -c jar -H 'X-CSRF: 1' -H 'Content-Type: application/json' \\");

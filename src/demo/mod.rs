@@ -26,6 +26,9 @@ pub const DEMO_PASSWORD: &str = "bffgate-demo";
 pub struct Demo {
     pub server: Server,
     pub api: ServerHandle,
+    /// Where to open the app: the public origin browsers must use (their `Origin` is checked
+    /// against it).
+    pub page: String,
 }
 
 /// Builds the demo stack on `listener`: the memory store (any `[redis]` is ignored), the demo
@@ -38,6 +41,16 @@ pub async fn start(mut config: Config, listener: TcpListener) -> Result<Demo, Bu
         config.static_dir = bundled;
     }
     let addr = listener.local_addr()?;
+    // Unless configured otherwise, the app is opened where the demo listens: `localhost` for
+    // a loopback address (a secure context, so the `Secure` cookie works over http).
+    if config.public_origin == Config::default().public_origin {
+        config.public_origin = if addr.ip().is_loopback() {
+            format!("http://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        };
+    }
+    let page = config.public_origin.clone();
     let api_listener = TcpListener::bind("127.0.0.1:0")?;
     let api_addr = api_listener.local_addr()?;
     let api = build_demo_api(
@@ -69,5 +82,6 @@ pub async fn start(mut config: Config, listener: TcpListener) -> Result<Demo, Bu
     Ok(Demo {
         server,
         api: api_handle,
+        page,
     })
 }

@@ -6,6 +6,8 @@
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::web::cookie;
+
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -19,14 +21,24 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Forwarding headers only the gateway may set.
+/// Headers that say who the client is, which host or scheme it asked for, or which URL it
+/// "really" requested: only the gateway may set them, so every client-sent one is removed
+/// (upstreams and their frameworks believe them).
 const FORWARDING: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
     "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
     "x-request-id",
 ];
 
@@ -54,7 +66,8 @@ fn is_hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || listed.iter().any(|l| l == name.as_str())
 }
 
-/// The `Cookie` header with only the allow-listed cookies, never `gateway_cookie`.
+/// The `Cookie` header with only the allow-listed cookies, never one that could be read as
+/// `gateway_cookie`.
 fn filter_cookies(
     headers: &HeaderMap,
     allow: &[String],
@@ -66,8 +79,9 @@ fn filter_cookies(
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
-            name != gateway_cookie && allow.iter().any(|a| a == name)
+            let name = pair.split_once('=').map_or("", |(n, _)| n);
+            !cookie::could_be_named(name.as_bytes(), gateway_cookie)
+                && allow.iter().any(|a| a == name.trim())
         })
         .collect();
     if kept.is_empty() {
@@ -125,7 +139,7 @@ pub fn to_browser(upstream: &HeaderMap, gateway_cookie: &str) -> HeaderMap {
         if is_hop_by_hop(name, &listed) {
             continue;
         }
-        if *name == header::SET_COOKIE && sets_cookie(value, gateway_cookie) {
+        if *name == header::SET_COOKIE && !is_harmless_set_cookie(value, gateway_cookie) {
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -133,12 +147,21 @@ pub fn to_browser(upstream: &HeaderMap, gateway_cookie: &str) -> HeaderMap {
     out
 }
 
-fn sets_cookie(value: &HeaderValue, name: &str) -> bool {
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once('='))
-        .is_some_and(|(n, _)| n.trim() == name)
+/// May an upstream's `Set-Cookie` reach the browser? Only a well-formed one (visible ASCII,
+/// a token for a name) whose name no browser could read as the gateway's cookie. Judged on
+/// the raw bytes: a header that is not plain ASCII is dropped, not waved through.
+fn is_harmless_set_cookie(value: &HeaderValue, gateway_cookie: &str) -> bool {
+    let bytes = value.as_bytes();
+    let visible = bytes.iter().all(|b| matches!(b, b'\t' | b' '..=b'~'));
+    let Some(at) = bytes.iter().position(|b| *b == b'=') else {
+        return false;
+    };
+    let name = bytes[..at].trim_ascii();
+    let is_token = !name.is_empty()
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b));
+    visible && is_token && !cookie::could_be_named(name, gateway_cookie)
 }
 
 #[cfg(test)]

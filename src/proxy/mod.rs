@@ -30,9 +30,9 @@ use crate::{
     metrics,
     session::Sessions,
     web::{
-        context::{client_address, RequestId, RouteLabel},
+        context::{client_address, requested_host, requested_scheme, RequestId, RouteLabel},
         cookie::CookieSettings,
-        csrf::{self, PublicOrigin},
+        csrf::{self, CsrfHeader, PublicOrigin},
         signed_in::{self, Identity},
         static_files, ApiError, AppState,
     },
@@ -75,12 +75,15 @@ fn judge(
     if route.auth == AuthMode::None {
         return Ok(());
     }
+    let header = if route.csrf {
+        CsrfHeader::Required
+    } else {
+        CsrfHeader::NotRequired
+    };
     let judged = if upgrade {
         csrf::check_upgrade(req.headers(), origin)
-    } else if route.csrf {
-        csrf::check(req.headers(), origin)
     } else {
-        Ok(())
+        csrf::check(req.method(), req.headers(), origin, header)
     };
     judged.map_err(|rejection| ApiError::Forbidden(rejection.message()))
 }
@@ -110,10 +113,10 @@ fn upstream_headers(
     cookie_name: &str,
     bearer: Option<&str>,
 ) -> header::HeaderMap {
-    let info = req.connection_info().clone();
     let peer_ip = client_address(req)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
+    let host = requested_host(req);
     let request_id = RequestId::of(req);
     headers::to_upstream(
         req.headers(),
@@ -122,8 +125,8 @@ fn upstream_headers(
         bearer,
         &headers::ClientSide {
             peer_ip: &peer_ip,
-            host: info.host(),
-            proto: info.scheme(),
+            host: &host,
+            proto: requested_scheme(req),
             request_id: &request_id,
         },
     )

@@ -1,7 +1,10 @@
 //! Path normalisation before any route is matched: dot segments (plain or percent-encoded)
 //! are resolved and repeated slashes merged, so `/api/../admin` or `/api/%2e%2e/admin` can
 //! only reach a route that `/admin` names. Encoded slashes and backslashes are refused:
-//! upstreams disagree on what they mean.
+//! upstreams disagree on what they mean. So is a segment that is a dot segment once its
+//! parameters are cut off (`..;`, `..;jsessionid=1`, `.;x`): Java servlet containers drop
+//! everything from a segment's first `;` before resolving dot segments, so `/files/..;/secret`
+//! would reach the upstream as `/secret`.
 
 use percent_encoding::percent_decode_str;
 
@@ -11,6 +14,7 @@ pub enum PathError {
     NotAbsolute,
     AboveRoot,
     EncodedSeparator,
+    DotSegmentWithParameters,
 }
 
 impl PathError {
@@ -19,6 +23,9 @@ impl PathError {
             Self::NotAbsolute => "the path must start with '/'",
             Self::AboveRoot => "the path climbs above the root",
             Self::EncodedSeparator => "encoded '/', '\\\\' or NUL in the path",
+            Self::DotSegmentWithParameters => {
+                "a path segment is '.' or '..' followed by ';' parameters"
+            }
         }
     }
 }
@@ -37,6 +44,11 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         let decoded = percent_decode_str(segment).collect::<Vec<u8>>();
         if decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
             return Err(PathError::EncodedSeparator);
+        }
+        if let Some(at) = decoded.iter().position(|b| *b == b';') {
+            if matches!(&decoded[..at], b"." | b"..") {
+                return Err(PathError::DotSegmentWithParameters);
+            }
         }
         match decoded.as_slice() {
             b"" => trailing_slash = i == last && !out.is_empty(),
@@ -105,6 +117,25 @@ mod tests {
         );
         assert_eq!(normalize("/api/%00"), Err(PathError::EncodedSeparator));
         assert_eq!(normalize("api"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_refused_and_other_parameters_kept() {
+        for raw in [
+            "/f/..;/x",
+            "/f/..;jsessionid=1/x",
+            "/f/%2e%2e;/x",
+            "/f/.;a/x",
+            "/f/..%3b/x",
+        ] {
+            assert_eq!(
+                normalize(raw),
+                Err(PathError::DotSegmentWithParameters),
+                "{raw}"
+            );
+        }
+        assert_eq!(normalize("/f;v=2/x").as_deref(), Ok("/f;v=2/x"));
+        assert_eq!(normalize("/f/...;/x").as_deref(), Ok("/f/...;/x"));
     }
 
     #[test]

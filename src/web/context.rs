@@ -65,6 +65,27 @@ pub fn client_address(req: &HttpRequest) -> Option<IpAddr> {
     req.peer_addr().map(|addr| addr.ip())
 }
 
+/// The host the browser asked for: its `Host` header (HTTP/1.1) or the URI's authority
+/// (HTTP/2), never a client's `X-Forwarded-Host` or `Forwarded`.
+pub fn requested_host(req: &HttpRequest) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The scheme the browser used to reach this listener (`https` on a TLS listener), never a
+/// client's `X-Forwarded-Proto` or `Forwarded`.
+pub fn requested_scheme(req: &HttpRequest) -> &'static str {
+    if req.app_config().secure() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// Who sent the request: its address and (shortened) user agent.
 pub fn client_info(req: &HttpRequest) -> ClientInfo {
     let user_agent = req
@@ -141,6 +162,18 @@ mod tests {
             None
         );
         assert_eq!(valid_request_id(&map(&[])), None);
+    }
+
+    #[test]
+    fn host_and_scheme_come_from_the_connection_not_forwarding_headers() {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("host", "app.example:8443"))
+            .insert_header(("x-forwarded-host", "evil.example"))
+            .insert_header(("x-forwarded-proto", "https"))
+            .insert_header(("forwarded", "host=evil.example;proto=https"))
+            .to_http_request();
+        assert_eq!(requested_host(&req), "app.example:8443");
+        assert_eq!(requested_scheme(&req), "http");
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //!
 //! Removal is decided in one way only: [`clear`] marks the request, and the
 //! [`clear_when_marked`] middleware answers with a removal cookie if the request carried one.
+//!
+//! Cookie names are compared byte for byte as the browser sent them, never percent-decoded
+//! ([`exact_name_only`]): `__Host%2Dbff` is not our cookie, since browsers apply no prefix
+//! rule to it and anyone on a sibling subdomain or a plain-HTTP path can plant it. A name
+//! that any browser or parser could read as ours ([`could_be_named`]) is dropped on the way
+//! in, and an upstream may never set one.
 
 use std::time::Duration;
 
@@ -168,6 +174,85 @@ impl CookieSettings {
     }
 }
 
+/// Could a browser, or a parser that percent-decodes or folds case, read the cookie name
+/// `raw` (as sent, untrimmed) as `name`? Also true for a nameless cookie (`=v` or `v`):
+/// browsers send those as the bare value, which can be `name=…`.
+pub fn could_be_named(raw: &[u8], name: &str) -> bool {
+    let raw = raw.trim_ascii();
+    if raw.is_empty() {
+        return true;
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode(raw).collect();
+    decoded.trim_ascii().eq_ignore_ascii_case(name.as_bytes())
+}
+
+/// Middleware, outside everything that reads cookies: the request's `Cookie` header keeps
+/// only names that cannot be mistaken for the session cookie, plus the session cookie under
+/// its exact name when it appears once. The exact name twice (only possible for a name
+/// without the `__Host-` prefix, which a sibling subdomain can set) is ambiguous: neither is
+/// used, so the request has no session.
+pub async fn exact_name_only(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(settings) = req.app_data::<Data<CookieSettings>>().cloned() {
+        keep_exact_name(req.headers_mut(), &settings.name);
+    }
+    next.call(req).await
+}
+
+/// Rewrites `headers`' `Cookie` headers as [`exact_name_only`] says, if anything is dropped.
+fn keep_exact_name(headers: &mut header::HeaderMap, name: &str) {
+    let pairs: Vec<Vec<u8>> = headers
+        .get_all(header::COOKIE)
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .map(|pair| pair.trim_ascii().to_vec())
+        .filter(|pair| !pair.is_empty())
+        .collect();
+    let name_of = |pair: &[u8]| -> Vec<u8> {
+        match pair.iter().position(|b| *b == b'=') {
+            Some(at) => pair[..at].to_vec(),
+            None => Vec::new(),
+        }
+    };
+    let exact = pairs
+        .iter()
+        .filter(|p| name_of(p) == name.as_bytes())
+        .count();
+    let kept: Vec<&Vec<u8>> = pairs
+        .iter()
+        .filter(|p| {
+            let raw = name_of(p);
+            if raw == name.as_bytes() {
+                exact == 1
+            } else {
+                !could_be_named(&raw, name)
+            }
+        })
+        .collect();
+    if kept.len() == pairs.len() {
+        return;
+    }
+    if exact > 1 {
+        tracing::warn!(
+            event = "session_cookie_ambiguous",
+            copies = exact,
+            "the session cookie's name appeared more than once; the request has no session"
+        );
+    }
+    headers.remove(header::COOKIE);
+    let joined = kept
+        .iter()
+        .map(|p| p.as_slice())
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(value) = header::HeaderValue::from_bytes(&joined) {
+        if !joined.is_empty() {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+}
+
 /// The tokens in the session, if the cookie opened and holds both.
 pub fn read(session: &Session) -> Option<CookieTokens> {
     let access = session.get::<String>(ACCESS).ok().flatten()?;
@@ -290,4 +375,61 @@ fn reseal_request_cookie(settings: &CookieSettings, req: &mut ServiceRequest) ->
     resealed.as_ref()?;
     req.headers_mut().insert(header::COOKIE, value);
     resealed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_read_as_ours() {
+        for raw in [
+            &b"__Host-bff"[..],
+            b" __Host-bff ",
+            b"__Host%2Dbff",
+            b"__host%2dBFF",
+            b"__HOST-BFF",
+            b"",
+            b"  ",
+        ] {
+            assert!(could_be_named(raw, "__Host-bff"), "{raw:?}");
+        }
+        for raw in [&b"theme"[..], b"__Host-bffx", b"bff", b"__Host-bff%00"] {
+            assert!(!could_be_named(raw, "__Host-bff"), "{raw:?}");
+        }
+    }
+
+    fn rewritten(cookie: &str) -> Option<String> {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            header::HeaderValue::from_str(cookie).unwrap(),
+        );
+        keep_exact_name(&mut headers, "__Host-bff");
+        headers
+            .get(header::COOKIE)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn lookalikes_are_dropped_and_the_exact_name_kept() {
+        assert_eq!(
+            rewritten("__Host%2Dbff=evil; theme=dark; __Host-bff=mine").as_deref(),
+            Some("theme=dark; __Host-bff=mine")
+        );
+        assert_eq!(
+            rewritten("theme=dark;__Host-bff=mine").as_deref(),
+            Some("theme=dark;__Host-bff=mine"),
+            "nothing dropped: the header is left as it was"
+        );
+        assert_eq!(rewritten("__Host%2Dbff=evil").as_deref(), None);
+    }
+
+    #[test]
+    fn the_exact_name_twice_keeps_neither() {
+        assert_eq!(
+            rewritten("__Host-bff=a; theme=dark; __Host-bff=b").as_deref(),
+            Some("theme=dark")
+        );
+    }
 }

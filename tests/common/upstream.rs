@@ -103,6 +103,30 @@ async fn flaky(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
+/// `Set-Cookie` headers a hostile upstream might send to plant or shadow the gateway's
+/// cookie, as raw bytes, beside one honest cookie (`theme=dark`).
+pub const HOSTILE_SET_COOKIES: &[&[u8]] = &[
+    "__Host-bff=forged-é; Path=/; Secure; HttpOnly".as_bytes(),
+    "theme=light; Comment=café".as_bytes(),
+    b"__Host%2Dbff=forged; Path=/; Secure",
+    b"=__Host-bff=forged; Path=/; Secure",
+    b"__HOST-BFF=forged; Path=/; Secure",
+    b" __Host-bff =forged; Path=/; Secure",
+    b"__Host-bff",
+    b"theme=dark; Path=/",
+];
+
+async fn hostile_cookies(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    record(&shared, &req);
+    let mut response = HttpResponse::Ok();
+    for raw in HOSTILE_SET_COOKIES {
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_bytes(raw) {
+            response.append_header(("set-cookie", value));
+        }
+    }
+    response.finish()
+}
+
 /// Answers after `?ms=` milliseconds (default 5 s).
 async fn slow(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     record(&shared, &req);
@@ -187,6 +211,7 @@ pub fn start() -> Upstream {
         App::new()
             .app_data(data.clone())
             .route("/api/flaky", web::to(flaky))
+            .route("/api/hostile-cookies", web::to(hostile_cookies))
             .route("/api/slow", web::to(slow))
             .route("/api/upload", web::to(upload))
             .route("/api/download", web::to(download))

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod boundary;
 mod cli;
 mod demo_api;
 mod deploy;

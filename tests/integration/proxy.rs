@@ -15,10 +15,10 @@ use bffgate::{
 };
 use reqwest::Method;
 
-const EMAIL: &str = "carol@example.com";
+pub const EMAIL: &str = "carol@example.com";
 
 /// A route as these tests use it: a 2 s timeout, and the client's `theme` cookie forwarded.
-fn route(prefix: &str, upstream: &str, auth: AuthMode) -> RouteConfig {
+pub fn route(prefix: &str, upstream: &str, auth: AuthMode) -> RouteConfig {
     RouteConfig {
         timeout: Duration::from_secs(2),
         forward_cookies: vec!["theme".into()],
@@ -26,12 +26,12 @@ fn route(prefix: &str, upstream: &str, auth: AuthMode) -> RouteConfig {
     }
 }
 
-struct Stack {
-    upstream: Upstream,
-    gw: TestGateway,
+pub struct Stack {
+    pub upstream: Upstream,
+    pub gw: TestGateway,
 }
 
-async fn stack(tweak: impl FnOnce(&mut Config, &str)) -> Stack {
+pub async fn stack(tweak: impl FnOnce(&mut Config, &str)) -> Stack {
     let upstream = crate::common::upstream::start();
     let mut config = test_config();
     config.routes = vec![route("/api", &upstream.base, AuthMode::Required)];
