@@ -180,6 +180,8 @@ impl Store for MemoryStore {
             });
         }
         if let (Some((prev, prev_at)), Some(sealed)) = (&f.prev, &f.next) {
+            // One process, one clock: the caller's `now` is this store's clock (the Redis
+            // store judges grace by Redis's own clock, whatever the caller's says).
             let within_grace = r.now - prev_at <= r.grace_ms;
             if within_grace && hashes_equal(&r.presented_hash, prev) {
                 return Ok(RotateOutcome::Grace {

@@ -5,7 +5,7 @@
 -- ARGV[1]  SHA-256 of the presented secret
 -- ARGV[2]  SHA-256 of the freshly minted successor secret
 -- ARGV[3]  the successor, sealed (kept for the grace window only)
--- ARGV[4]  now, ms since the epoch
+-- ARGV[4]  now, ms since the epoch (the gateway's clock: last use and idle expiry)
 -- ARGV[5]  idle timeout, ms
 -- ARGV[6]  reuse grace window, ms
 --
@@ -19,6 +19,12 @@
 --
 -- Numbers are written with string.format('%d') so that Lua's float formatting never turns a
 -- timestamp into 1.7e+12.
+--
+-- One clock for grace: whether a replay of `prev` is within the grace window is judged by
+-- Redis's own clock (TIME), the clock that also expires the sealed successor (PX), never by
+-- the calling gateway's. `prev_at` is therefore Redis time: clock skew between gateway
+-- instances can neither turn two tabs refreshing at once into a theft verdict nor stretch
+-- the window for a real replay.
 local f = redis.call('HMGET', KEYS[1], 'uid', 'cur', 'prev', 'prev_at', 'exp', 'abs_exp', 'revoked', 'gen')
 local uid, cur, prev, prev_at, exp, abs_exp, revoked, gen = f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]
 if not uid then
@@ -32,12 +38,14 @@ if now >= tonumber(exp) then
   return {'expired'}
 end
 local grace = tonumber(ARGV[6])
+local time = redis.call('TIME')
+local store_now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 if ARGV[1] == cur then
   local new_gen = tonumber(gen) + 1
   local new_exp = math.min(now + tonumber(ARGV[5]), tonumber(abs_exp))
   redis.call('HSET', KEYS[1],
-    'prev', cur, 'prev_at', ARGV[4], 'cur', ARGV[2],
+    'prev', cur, 'prev_at', string.format('%d', store_now), 'cur', ARGV[2],
     'gen', string.format('%d', new_gen), 'last_used', ARGV[4],
     'exp', string.format('%d', new_exp))
   redis.call('PEXPIRE', KEYS[1], string.format('%d', new_exp - now))
@@ -49,7 +57,7 @@ if ARGV[1] == cur then
   return {'rotated', uid, string.format('%d', new_gen), string.format('%d', new_exp), abs_exp}
 end
 
-if prev and ARGV[1] == prev and now - tonumber(prev_at) <= grace then
+if prev and ARGV[1] == prev and store_now - tonumber(prev_at) <= grace then
   local sealed = redis.call('GET', KEYS[2])
   if sealed then
     return {'grace', uid, gen, exp, abs_exp, sealed}
