@@ -425,6 +425,13 @@ pub struct SessionConfig {
     /// A replay of the just-rotated refresh token within this window gets the same successor.
     #[serde(with = "humantime_serde")]
     pub reuse_grace: Duration,
+    /// How often an open stream (WebSocket, server-sent events) asks the store whether its
+    /// session is still live: the bound on how long it outlives a revocation made by another
+    /// instance (revocations on this instance end it at once).
+    #[serde(with = "humantime_serde")]
+    pub stream_recheck: Duration,
+    /// Streams one session may hold open at once; more are refused with 429.
+    pub max_streams: usize,
 }
 
 impl SessionConfig {
@@ -455,6 +462,18 @@ impl SessionConfig {
                 "must be at most session.idle_timeout",
             ));
         }
+        if self.stream_recheck.is_zero() {
+            return Err(ConfigError::invalid(
+                "session.stream_recheck",
+                "must be more than 0s",
+            ));
+        }
+        if self.max_streams == 0 {
+            return Err(ConfigError::invalid(
+                "session.max_streams",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 }
@@ -467,6 +486,8 @@ impl Default for SessionConfig {
             idle_timeout: Duration::from_secs(14 * 24 * 3600),
             max_lifetime: Duration::from_secs(30 * 24 * 3600),
             reuse_grace: Duration::from_secs(30),
+            stream_recheck: Duration::from_secs(10),
+            max_streams: 8,
         }
     }
 }

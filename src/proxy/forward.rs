@@ -13,12 +13,13 @@ use awc::{
     error::{ConnectError, SendRequestError},
     ClientResponse,
 };
+use futures_util::StreamExt as _;
 
 use super::headers;
 use crate::{
     config::RouteConfig,
     metrics,
-    session::{Refresh, Sessions},
+    session::{streams::StreamWatch, Refresh, Sessions},
     web::{
         signed_in::{self, Identity},
         ApiError,
@@ -91,7 +92,7 @@ pub async fn refresh_if_refused(
     req: &HttpRequest,
     session: &Session,
     sessions: &Sessions,
-    identity: Option<Identity>,
+    identity: Option<&Identity>,
     upstream: &Upstream,
 ) -> Result<Option<Identity>, ApiError> {
     let Some(identity) = identity.filter(|i| {
@@ -101,13 +102,39 @@ pub async fn refresh_if_refused(
     }) else {
         return Ok(None);
     };
-    signed_in::renew(req, session, sessions, identity.tokens, Refresh::Force)
-        .await
-        .map(Some)
+    signed_in::renew(
+        req,
+        session,
+        sessions,
+        identity.tokens.clone(),
+        Refresh::Force,
+    )
+    .await
+    .map(Some)
 }
 
-/// The browser's answer: the upstream's status, filtered headers and streaming body.
-pub fn to_browser(req: &HttpRequest, upstream: Upstream, cookie_name: &str) -> HttpResponse {
+/// Will the answer stream for as long as the upstream likes (server-sent events, chunked
+/// bodies)? Those are watched: they end when their session does.
+pub fn is_open_ended(req: &HttpRequest, upstream: &Upstream) -> bool {
+    !has_no_body(req, upstream) && !upstream.headers().contains_key(header::CONTENT_LENGTH)
+}
+
+fn has_no_body(req: &HttpRequest, upstream: &Upstream) -> bool {
+    *req.method() == Method::HEAD
+        || matches!(
+            upstream.status(),
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        )
+}
+
+/// The browser's answer: the upstream's status, filtered headers and streaming body; an
+/// open-ended body stops when `watch`'s session ends.
+pub fn to_browser(
+    req: &HttpRequest,
+    upstream: Upstream,
+    cookie_name: &str,
+    watch: Option<StreamWatch>,
+) -> HttpResponse {
     let mut response = HttpResponse::build(upstream.status());
     let filtered = headers::to_browser(upstream.headers(), cookie_name);
     let length = filtered
@@ -119,15 +146,11 @@ pub fn to_browser(req: &HttpRequest, upstream: Upstream, cookie_name: &str) -> H
             response.append_header((name.clone(), value.clone()));
         }
     }
-    let no_body = *req.method() == Method::HEAD
-        || matches!(
-            upstream.status(),
-            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
-        );
-    match (no_body, length) {
-        (true, _) => response.finish(),
-        (false, Some(len)) => response.body(SizedStream::new(len, upstream)),
-        (false, None) => response.streaming(upstream),
+    match (has_no_body(req, &upstream), length, watch) {
+        (true, _, _) => response.finish(),
+        (false, Some(len), _) => response.body(SizedStream::new(len, upstream)),
+        (false, None, Some(watch)) => response.streaming(upstream.take_until(watch.ended())),
+        (false, None, None) => response.streaming(upstream),
     }
 }
 

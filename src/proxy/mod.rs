@@ -28,7 +28,7 @@ use actix_web::{
 use crate::{
     config::{AuthMode, RouteConfig},
     metrics,
-    session::Sessions,
+    session::{streams::StreamWatch, Sessions},
     web::{
         context::{client_address, requested_host, requested_scheme, RequestId, RouteLabel},
         cookie::CookieSettings,
@@ -132,6 +132,21 @@ fn upstream_headers(
     )
 }
 
+/// A stream (WebSocket, open-ended body) of a signed-in request is watched so that it ends
+/// with its session; 429 when the session holds `session.max_streams` already.
+fn watch_stream(
+    sessions: &Sessions,
+    identity: Option<&Identity>,
+) -> Result<Option<StreamWatch>, ApiError> {
+    identity
+        .map(|i| {
+            sessions
+                .watch_stream(&i.auth)
+                .map_err(|_| ApiError::TooManyStreams)
+        })
+        .transpose()
+}
+
 /// The default service: everything that is not a gateway endpoint, phase by phase.
 #[allow(clippy::too_many_arguments)] // one extractor each; the phases below take what they need
 pub async fn dispatch(
@@ -158,20 +173,40 @@ pub async fn dispatch(
         let url = route.url(&path, req.query_string());
         let headers = upstream_headers(&req, &route.config, &cookie.name, bearer);
         if upgrade {
-            return ws::bridge(&req, payload, &client, &url, headers, route.config.timeout).await;
+            let watch = watch_stream(&state.sessions, identity.as_ref())?;
+            let ended = async move {
+                match watch {
+                    Some(watch) => watch.ended().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let timeout = route.config.timeout;
+            return ws::bridge(&req, payload, &client, &url, headers, timeout, ended).await;
         }
         let mut upstream =
             forward::send(&client, &req, &route.config, &url, headers, Some(payload)).await?;
-        if let Some(renewed) =
-            forward::refresh_if_refused(&req, &session, &state.sessions, identity, &upstream)
-                .await?
+        let mut identity = identity;
+        if let Some(renewed) = forward::refresh_if_refused(
+            &req,
+            &session,
+            &state.sessions,
+            identity.as_ref(),
+            &upstream,
+        )
+        .await?
         {
             tracing::info!(route = %prefix, "upstream answered 401; refreshed and retried once");
             let bearer = Some(renewed.tokens.access.as_str());
             let headers = upstream_headers(&req, &route.config, &cookie.name, bearer);
             upstream = forward::send(&client, &req, &route.config, &url, headers, None).await?;
+            identity = Some(renewed);
         }
-        Ok(forward::to_browser(&req, upstream, &cookie.name))
+        let watch = if forward::is_open_ended(&req, &upstream) {
+            watch_stream(&state.sessions, identity.as_ref())?
+        } else {
+            None
+        };
+        Ok(forward::to_browser(&req, upstream, &cookie.name, watch))
     }
     .await;
     let status = match &result {

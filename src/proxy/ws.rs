@@ -1,9 +1,10 @@
 //! WebSocket proxying: the handshake is authenticated like any request (and its `Origin`
 //! checked), the upstream connection is opened with the bearer token first — so an upstream
 //! that refuses answers 502 before the browser's socket is upgraded — then frames are relayed
-//! both ways until either side closes.
+//! both ways until either side closes, or the session ends: then the browser gets a close
+//! frame with the policy-violation code (1008) and the upstream socket is closed.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use actix_web::{
     http::header::{self, HeaderMap},
@@ -23,7 +24,8 @@ fn is_handshake_header(name: &header::HeaderName) -> bool {
     name.starts_with("sec-websocket-") && name != "sec-websocket-protocol"
 }
 
-/// Opens the upstream socket and upgrades the browser's; relays until one side closes.
+/// Opens the upstream socket and upgrades the browser's; relays until one side closes or
+/// `session_ended` resolves.
 pub async fn bridge(
     req: &HttpRequest,
     payload: web::Payload,
@@ -31,6 +33,7 @@ pub async fn bridge(
     url: &str,
     upstream_headers: HeaderMap,
     timeout: Duration,
+    session_ended: impl Future<Output = ()> + 'static,
 ) -> Result<HttpResponse, ApiError> {
     let ws_url = match url.split_once("://") {
         Some(("https", rest)) => format!("wss://{rest}"),
@@ -56,8 +59,19 @@ pub async fn bridge(
     let (mut to_upstream, mut from_upstream) = upstream.split();
 
     actix_web::rt::spawn(async move {
+        let session_ended = std::pin::pin!(session_ended);
+        let mut session_ended = session_ended;
         loop {
             tokio::select! {
+                () = &mut session_ended => {
+                    let reason = actix_ws::CloseReason {
+                        code: actix_ws::CloseCode::Policy,
+                        description: Some("the session ended".into()),
+                    };
+                    let _ = browser.close(Some(reason)).await;
+                    let _ = to_upstream.send(Message::Close(None)).await;
+                    break;
+                }
                 msg = from_browser.recv() => {
                     let Some(Ok(msg)) = msg else {
                         let _ = to_upstream.send(Message::Close(None)).await;

@@ -4,7 +4,6 @@
 
 use super::{
     normalize_email,
-    revoke::revoke_family,
     throttle::{Throttle, ThrottleVerdict},
     user_view, Authenticated, ClientInfo, CookieTokens, SessionError, SessionView, Sessions,
 };
@@ -93,13 +92,8 @@ impl Sessions {
     /// names no family is simply dropped.
     async fn end_replaced(&self, previous: &CookieTokens, now: Millis) -> Result<(), SessionError> {
         if let Ok(old) = RefreshToken::parse(&previous.refresh) {
-            revoke_family(
-                self.store.as_ref(),
-                &old.family_id,
-                RevokeReason::Replaced,
-                now,
-            )
-            .await?;
+            self.end_family(&old.family_id, RevokeReason::Replaced, now)
+                .await?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 mod login;
 mod revoke;
 pub mod single_flight;
+pub mod streams;
 pub mod throttle;
 pub mod users;
 
@@ -29,6 +30,7 @@ use crate::{
 };
 use revoke::{revoke_family, revoke_user_families};
 use single_flight::SingleFlight;
+use streams::{StreamWatch, Streams, TooManyStreams};
 pub use throttle::ThrottleSettings;
 
 /// The two tokens the cookie carries. `Debug` shows neither.
@@ -139,6 +141,10 @@ pub struct SessionSettings {
     pub audience: String,
     /// Login throttling; `None` when disabled.
     pub throttle: Option<ThrottleSettings>,
+    /// How often an open stream re-checks its session.
+    pub stream_recheck: Millis,
+    /// Open streams per session.
+    pub max_streams: usize,
 }
 
 impl SessionSettings {
@@ -153,6 +159,8 @@ impl SessionSettings {
             issuer: config.jwt.issuer.clone(),
             audience: config.jwt.audience.clone(),
             throttle: ThrottleSettings::from_config(&config.throttle),
+            stream_recheck: duration_ms(s.stream_recheck),
+            max_streams: s.max_streams,
         }
     }
 }
@@ -178,6 +186,7 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     settings: SessionSettings,
     flights: SingleFlight<Result<Authenticated, SessionError>>,
+    streams: Arc<Streams>,
 }
 
 impl fmt::Debug for Sessions {
@@ -198,6 +207,7 @@ impl Sessions {
         settings: SessionSettings,
     ) -> Self {
         Self {
+            streams: Streams::new(settings.max_streams),
             store,
             passwords,
             signer,
@@ -206,6 +216,48 @@ impl Sessions {
             settings,
             flights: SingleFlight::default(),
         }
+    }
+
+    /// Watches a stream (WebSocket, server-sent events) that `auth`'s session opens: it
+    /// resolves when the session is over (see [`streams`]).
+    pub fn watch_stream(&self, auth: &Authenticated) -> Result<StreamWatch, TooManyStreams> {
+        StreamWatch::open(
+            &self.streams,
+            Arc::clone(&self.store),
+            Arc::clone(&self.clock),
+            &auth.session.id,
+            &auth.user.id,
+            self.settings.stream_recheck,
+        )
+    }
+
+    /// This process's open streams.
+    pub fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// Revokes one family (counted once) and ends its streams in this process.
+    async fn end_family(
+        &self,
+        family_id: &str,
+        reason: RevokeReason,
+        now: Millis,
+    ) -> Result<RevokeOutcome, SessionError> {
+        let outcome = revoke_family(self.store.as_ref(), family_id, reason, now).await?;
+        self.streams.end_family(family_id);
+        Ok(outcome)
+    }
+
+    /// Revokes every family of a user (counted) and ends their streams in this process.
+    async fn end_user(
+        &self,
+        user_id: &str,
+        reason: RevokeReason,
+        now: Millis,
+    ) -> Result<usize, SessionError> {
+        let n = revoke_user_families(self.store.as_ref(), user_id, reason, now).await?;
+        self.streams.end_user(user_id);
+        Ok(n)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -298,7 +350,8 @@ impl Sessions {
         let user = match self.store.user(&user_id).await? {
             Some(user) if !user.disabled => user,
             _ => {
-                revoke_family(self.store.as_ref(), &fid, RevokeReason::UserDisabled, now).await?;
+                self.end_family(&fid, RevokeReason::UserDisabled, now)
+                    .await?;
                 metrics::refresh(metrics::Refresh::Revoked);
                 tracing::warn!(event = "session_revoked", reason = "user_disabled", family = %fid, user = %user_id, ip = %client.ip, user_agent = %client.user_agent, "session of a disabled user ended");
                 return Err(SessionError::Invalid(InvalidReason::UserDisabled));
@@ -342,6 +395,7 @@ impl Sessions {
             RotateOutcome::ReuseDetected { user_id: owner } => {
                 metrics::refresh(metrics::Refresh::ReuseDetected);
                 revoke::counted(RevokeReason::Reuse, 1);
+                self.streams.end_family(&fid);
                 tracing::warn!(
                     event = "refresh_token_reuse",
                     family = %fid,
@@ -392,13 +446,9 @@ impl Sessions {
         let Ok(presented) = RefreshToken::parse(&tokens.refresh) else {
             return Ok(());
         };
-        let outcome = revoke_family(
-            self.store.as_ref(),
-            &presented.family_id,
-            RevokeReason::Logout,
-            self.now(),
-        )
-        .await?;
+        let outcome = self
+            .end_family(&presented.family_id, RevokeReason::Logout, self.now())
+            .await?;
         if outcome == RevokeOutcome::Revoked {
             tracing::warn!(event = "session_revoked", reason = "logout", family = %presented.family_id, ip = %client.ip, user_agent = %client.user_agent, "logged out");
         }
@@ -411,13 +461,9 @@ impl Sessions {
         auth: &Authenticated,
         client: &ClientInfo,
     ) -> Result<usize, SessionError> {
-        let n = revoke_user_families(
-            self.store.as_ref(),
-            &auth.user.id,
-            RevokeReason::LogoutAll,
-            self.now(),
-        )
-        .await?;
+        let n = self
+            .end_user(&auth.user.id, RevokeReason::LogoutAll, self.now())
+            .await?;
         tracing::warn!(event = "session_revoked", reason = "logout_all", family = %auth.session.id, user = %auth.user.id, sessions = n, ip = %client.ip, user_agent = %client.user_agent, "logged out everywhere");
         Ok(n)
     }
@@ -437,7 +483,8 @@ impl Sessions {
         let now = self.now();
         match self.store.family(family_id, now).await? {
             FamilyState::Live(info) if info.user_id == auth.user.id => {
-                revoke_family(self.store.as_ref(), family_id, RevokeReason::Logout, now).await?;
+                self.end_family(family_id, RevokeReason::Logout, now)
+                    .await?;
                 tracing::warn!(event = "session_revoked", reason = "logout", family = %family_id, user = %auth.user.id, ip = %client.ip, user_agent = %client.user_agent, "session revoked by its user");
                 Ok(())
             }

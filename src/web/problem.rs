@@ -42,6 +42,9 @@ pub enum ApiError {
     TooManyRequests(u64),
     #[error("no valid session")]
     Unauthenticated(InvalidReason),
+    /// The session holds `session.max_streams` open streams already.
+    #[error("this session has too many open streams; close one and retry")]
+    TooManyStreams,
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("not found")]
@@ -65,6 +68,7 @@ impl ApiError {
             Self::BadCredentials => "invalid-credentials",
             Self::TooManyRequests(_) => "too-many-requests",
             Self::Unauthenticated(_) => "unauthenticated",
+            Self::TooManyStreams => "too-many-streams",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not-found",
             Self::Unavailable(_) => "store-unavailable",
@@ -82,6 +86,7 @@ impl ApiError {
             Self::BadCredentials => "Invalid email or password",
             Self::TooManyRequests(_) => "Too many failed logins",
             Self::Unauthenticated(_) => "Not signed in",
+            Self::TooManyStreams => "Too many open streams",
             Self::Forbidden(_) => "Forbidden",
             Self::NotFound => "Not found",
             Self::Unavailable(_) => "Temporarily unavailable",
@@ -103,6 +108,7 @@ impl ApiError {
             ),
             Self::UnsupportedMediaType
             | Self::TooManyRequests(_)
+            | Self::TooManyStreams
             | Self::PayloadTooLarge
             | Self::BadGateway
             | Self::GatewayTimeout => Some(self.to_string()),
@@ -118,7 +124,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadCredentials | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests(_) | Self::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -222,3 +222,54 @@ async fn path_segments_an_upstream_reads_as_dot_segments_are_refused() {
     assert_eq!(res.status(), 200);
     assert_eq!(s.upstream.last().path, "/api/files;v=2/report");
 }
+
+/// Two gateway instances on one Redis whose clocks disagree by `skew` (the second ahead when
+/// positive), with a 1 s grace window.
+async fn skewed_pair(skew_s: i64) -> (TestRedis, TestGateway, TestGateway) {
+    let redis = TestRedis::new();
+    let mut config = redis.config();
+    config.session.reuse_grace = Duration::from_secs(1);
+    let a = TestGateway::start(config.clone(), EMAIL).await;
+    let b = TestGateway::join(config).await;
+    if skew_s >= 0 {
+        b.clock.advance(Duration::from_secs(skew_s.unsigned_abs()));
+    } else {
+        a.clock.advance(Duration::from_secs(skew_s.unsigned_abs()));
+    }
+    (redis, a, b)
+}
+
+#[actix_web::test]
+async fn a_benign_replay_on_an_instance_whose_clock_runs_ahead_is_not_theft() {
+    // Two tabs refresh the same cookie at the same moment, on two instances; the second
+    // instance's clock is 5 s ahead, more than the 1 s grace window.
+    let (_redis, a, b) = skewed_pair(5).await;
+    let c0 = login_cookie_of(&a, EMAIL).await;
+    let c1 = refreshed(&a, &c0).await;
+    let res = send_with_cookie(&b, Method::POST, "/auth/refresh", &c0).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "judged by the gateway's clock: a false theft verdict"
+    );
+    assert_eq!(open_cookie(&set_cookie_value(&res)).1, open_cookie(&c1).1);
+    assert_eq!(session_status(&a, &c1).await, 200);
+}
+
+#[actix_web::test]
+async fn a_real_replay_on_an_instance_whose_clock_runs_behind_is_still_theft() {
+    let (_redis, a, b) = skewed_pair(-5).await;
+    let c0 = login_cookie_of(&a, EMAIL).await;
+    let _c1 = refreshed(&a, &c0).await;
+    // The grace window passes on the store's clock (what is being tested, not a wait for
+    // readiness); the replaying instance's clock still says it has not.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let res = send_with_cookie(&b, Method::POST, "/auth/refresh", &c0).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        a.family_state(&c0).await,
+        bffgate::store::FamilyState::Revoked {
+            reason: "reuse".into()
+        }
+    );
+}

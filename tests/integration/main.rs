@@ -17,3 +17,4 @@ mod operations;
 mod proxy;
 mod serve;
 mod store_acceptance;
+mod streams;

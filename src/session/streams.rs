@@ -1,0 +1,207 @@
+//! Open streams (WebSockets, server-sent events) and the sessions they belong to.
+//!
+//! A stream lives no longer than its session. Each one holds a [`StreamWatch`] whose
+//! [`StreamWatch::ended`] resolves when the session is over:
+//! - at once when this process revokes the session (logout, logout-all, a revoked device, a
+//!   replay, a disabled user): [`Streams::end_family`] / [`Streams::end_user`];
+//! - otherwise at the next re-check (every `session.stream_recheck`), which asks the store
+//!   whether the family is still live — the per-request check, so a revocation by another
+//!   instance or the CLI ends the stream within that bound.
+//!
+//! A re-check never rotates: a new refresh token could not reach the browser mid-stream, and
+//! a browser left holding a rotated-out token would be judged a thief after the grace window.
+//! The upstream keeps the token the stream was opened with.
+//!
+//! The number of open streams per session is bounded (`session.max_streams`), so a few
+//! sessions cannot hold every upstream connection.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    clock::{Clock, Millis},
+    store::{Liveness, Store},
+};
+
+/// One session's open streams.
+struct Entry {
+    user_id: String,
+    open: usize,
+    /// `true` once the session is over; every watch of the family sees it.
+    ended: watch::Sender<bool>,
+}
+
+/// The process's open streams, by family.
+pub struct Streams {
+    families: Mutex<HashMap<String, Entry>>,
+    max_per_session: usize,
+}
+
+impl std::fmt::Debug for Streams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streams")
+            .field("max_per_session", &self.max_per_session)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The session already holds `session.max_streams` open streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyStreams;
+
+impl Streams {
+    pub fn new(max_per_session: usize) -> Arc<Self> {
+        Arc::new(Self {
+            families: Mutex::new(HashMap::new()),
+            max_per_session,
+        })
+    }
+
+    fn families(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.families.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers one more stream of `family_id`; its ticket unregisters it when dropped.
+    fn open(
+        self: &Arc<Self>,
+        family_id: &str,
+        user_id: &str,
+    ) -> Result<(Ticket, watch::Receiver<bool>), TooManyStreams> {
+        let mut families = self.families();
+        let entry = families
+            .entry(family_id.to_owned())
+            .or_insert_with(|| Entry {
+                user_id: user_id.to_owned(),
+                open: 0,
+                ended: watch::channel(false).0,
+            });
+        if entry.open >= self.max_per_session {
+            return Err(TooManyStreams);
+        }
+        entry.open += 1;
+        let ended = entry.ended.subscribe();
+        Ok((
+            Ticket {
+                streams: Arc::clone(self),
+                family_id: family_id.to_owned(),
+            },
+            ended,
+        ))
+    }
+
+    /// The family's session is over: its open streams end now.
+    pub fn end_family(&self, family_id: &str) {
+        if let Some(entry) = self.families().get(family_id) {
+            entry.ended.send_replace(true);
+        }
+    }
+
+    /// Every session of the user is over.
+    pub fn end_user(&self, user_id: &str) {
+        for entry in self.families().values().filter(|e| e.user_id == user_id) {
+            entry.ended.send_replace(true);
+        }
+    }
+
+    /// Streams open for `family_id` (tests, metrics).
+    pub fn open_for(&self, family_id: &str) -> usize {
+        self.families().get(family_id).map_or(0, |e| e.open)
+    }
+}
+
+/// One registered stream; unregisters on drop.
+struct Ticket {
+    streams: Arc<Streams>,
+    family_id: String,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut families = self.streams.families();
+        if let Some(entry) = families.get_mut(&self.family_id) {
+            entry.open = entry.open.saturating_sub(1);
+            if entry.open == 0 {
+                families.remove(&self.family_id);
+            }
+        }
+    }
+}
+
+/// Watches one open stream's session; see the module documentation.
+pub struct StreamWatch {
+    _ticket: Ticket,
+    ended: watch::Receiver<bool>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    family_id: String,
+    user_id: String,
+    recheck: Duration,
+}
+
+impl std::fmt::Debug for StreamWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamWatch")
+            .field("family_id", &self.family_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamWatch {
+    pub(super) fn open(
+        streams: &Arc<Streams>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        family_id: &str,
+        user_id: &str,
+        recheck: Millis,
+    ) -> Result<Self, TooManyStreams> {
+        let (ticket, ended) = streams.open(family_id, user_id)?;
+        Ok(Self {
+            _ticket: ticket,
+            ended,
+            store,
+            clock,
+            family_id: family_id.to_owned(),
+            user_id: user_id.to_owned(),
+            recheck: Duration::from_millis(u64::try_from(recheck.max(1)).unwrap_or(1)),
+        })
+    }
+
+    /// Resolves when the session is over (never while it is live). A store that cannot be
+    /// reached ends nothing: the next re-check asks again.
+    pub async fn ended(mut self) {
+        // The signal cannot close while this watch's ticket keeps the family's entry; if it
+        // ever did, re-checks alone would still end the stream.
+        let mut signalled = true;
+        loop {
+            if *self.ended.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                changed = self.ended.changed(), if signalled => signalled = changed.is_ok(),
+                () = tokio::time::sleep(self.recheck) => {
+                    if !self.is_live().await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn is_live(&self) -> bool {
+        let now = self.clock.now_ms();
+        match self.store.family_liveness(&self.family_id, now).await {
+            Ok(Liveness::Live { user_id, .. }) => user_id == self.user_id,
+            Ok(Liveness::Revoked | Liveness::Expired) => false,
+            Err(e) => {
+                tracing::debug!(family = %self.family_id, error = %e, "stream re-check: store unavailable; the stream goes on");
+                true
+            }
+        }
+    }
+}
