@@ -19,7 +19,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin bffgate
+ && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin bffgate \
+ && mkdir /keys && chown bffgate /keys && chmod 0700 /keys
 COPY --from=build /src/target/release/bffgate /src/target/release/bffgate-demo-api /usr/local/bin/
 COPY static /usr/share/bffgate/static
 COPY deploy/bffgate.toml /etc/bffgate/bffgate.toml

@@ -846,6 +846,35 @@ impl Config {
         keys
     }
 
+    /// Keys every instance must share: with a `[redis]` store, requests of one session reach
+    /// any instance, so a cookie key or signing key generated per start would log users out
+    /// (and upstreams would refuse tokens of other instances). The memory store and `demo`
+    /// are one instance and keep generated keys. Checked by `serve` and `config check`.
+    pub fn require_shared_keys(&self) -> Result<(), ConfigError> {
+        if self.redis.is_none() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if self.cookie.key.is_none() && self.cookie.key_file.is_none() {
+            missing.push("cookie.key (or cookie.key_file)");
+        }
+        if self.jwt.signing_key_file.is_none() {
+            missing.push("jwt.signing_key_file");
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            key: "redis",
+            problem: format!(
+                "is a store that several instances share, so {} must be set: keys generated per \
+                 start would log users out when a request reaches another instance (`bffgate \
+                 keys generate` makes both)",
+                missing.join(" and ")
+            ),
+        })
+    }
+
     /// The parsed `listen` address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen

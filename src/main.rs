@@ -112,6 +112,10 @@ enum KeysCommand {
         /// Write the signing key to this file (mode 0600) instead of printing it.
         #[arg(long, value_name = "FILE")]
         signing_key_out: Option<PathBuf>,
+        /// Write the cookie key (base64) to this file (mode 0600) instead of printing it,
+        /// for `cookie.key_file`.
+        #[arg(long, value_name = "FILE")]
+        cookie_key_out: Option<PathBuf>,
     },
 }
 
@@ -160,6 +164,7 @@ fn load(config: &Option<PathBuf>) -> Result<Config, String> {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    config.require_shared_keys().map_err(|e| e.to_string())?;
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let metrics = match config
@@ -239,17 +244,24 @@ async fn sessions(config: Config, command: SessionsCommand) -> Result<(), String
 }
 
 fn keys(command: KeysCommand) -> Result<(), String> {
-    let KeysCommand::Generate { signing_key_out } = command;
-    let cookie_key = bffgate::tokens::random_cookie_key().map_err(|e| e.to_string())?;
+    let KeysCommand::Generate {
+        signing_key_out,
+        cookie_key_out,
+    } = command;
+    let cookie_key = base64::engine::general_purpose::STANDARD
+        .encode(bffgate::tokens::random_cookie_key().map_err(|e| e.to_string())?);
     let pem = bffgate::tokens::pkcs8_pem(
         &bffgate::tokens::generate_ed25519_pkcs8().map_err(|e| e.to_string())?,
     );
     println!("# Fresh keys. Keep them secret; they are printed once.");
     println!("[cookie]");
-    println!(
-        "key = \"{}\"",
-        base64::engine::general_purpose::STANDARD.encode(cookie_key)
-    );
+    match cookie_key_out {
+        Some(path) => {
+            write_private(&path, format!("{cookie_key}\n").as_bytes())?;
+            println!("key_file = {:?}", path.display().to_string());
+        }
+        None => println!("key = \"{cookie_key}\""),
+    }
     println!();
     println!("[jwt]");
     match signing_key_out {
@@ -395,10 +407,13 @@ async fn run(command: Command, config: Config) -> Result<(), String> {
         Command::Demo { listen } => demo(config, listen).await,
         Command::User(command) => user(config, command).await,
         Command::Sessions(command) => sessions(config, command).await,
-        Command::Config(ConfigCommand::Check) => redacted_json(&config).map(|text| {
-            println!("{text}");
-            eprintln!("configuration is valid");
-        }),
+        Command::Config(ConfigCommand::Check) => {
+            config.require_shared_keys().map_err(|e| e.to_string())?;
+            redacted_json(&config).map(|text| {
+                println!("{text}");
+                eprintln!("configuration is valid");
+            })
+        }
     }
 }
 

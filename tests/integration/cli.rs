@@ -52,6 +52,22 @@ fn failed(out: &Output) -> String {
     text(&out.stderr)
 }
 
+/// `[cookie]` and `[jwt]` sections with keys (files in `dir`) that every instance on one
+/// store must share.
+fn shared_keys(dir: &tempfile::TempDir) -> String {
+    use base64::Engine as _;
+    let pem = dir.path().join("shared-signing.pem");
+    if !pem.exists() {
+        let der = bffgate::tokens::generate_ed25519_pkcs8().unwrap();
+        std::fs::write(&pem, bffgate::tokens::pkcs8_pem(&der)).unwrap();
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode([5u8; 64]);
+    format!(
+        "\n[cookie]\nkey = \"{key}\"\n\n[jwt]\nsigning_key_file = \"{}\"\n",
+        pem.display()
+    )
+}
+
 fn assert_contains(text: &str, needle: &str) {
     assert!(text.contains(needle), "no {needle:?} in: {text}");
 }
@@ -176,7 +192,10 @@ fn config_check_names_an_unknown_key_and_redacts_secrets() {
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,
-        "[redis]\nurl = \"redis://:hunter2@127.0.0.1:6390\"\n",
+        format!(
+            "[redis]\nurl = \"redis://:hunter2@127.0.0.1:6390\"\n{}",
+            shared_keys(&dir)
+        ),
     )
     .unwrap();
     let out = Command::new(BIN)
@@ -193,8 +212,30 @@ fn config_check_names_an_unknown_key_and_redacts_secrets() {
 
 #[test]
 fn example_config_is_valid() {
+    // As the README has a new user do it: keys generated into keys/, beside the config.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let generate = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "keys",
+            "generate",
+            "--cookie-key-out",
+            "keys/cookie.key",
+            "--signing-key-out",
+            "keys/ed25519.pem",
+        ])
+        .output()
+        .unwrap();
+    succeeded(&generate);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/bffgate.example.toml");
-    let out = bffgate(None, &["config", "check", "--config", path], None);
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["config", "check", "--config", path])
+        .env_remove("BFFGATE_CONFIG")
+        .env_remove("BFFGATE_REDIS__URL")
+        .output()
+        .unwrap();
     succeeded(&out);
 }
 
@@ -347,12 +388,19 @@ fn config_check_reads_secret_files_and_prints_only_their_paths() {
     std::fs::write(&url_file, "redis://bffgate-acl-user@127.0.0.1:6390\n").unwrap();
     let password_file = dir.path().join("redis_password");
     std::fs::write(&password_file, "hunter2\n").unwrap();
+    let pem = dir.path().join("signing.pem");
+    std::fs::write(
+        &pem,
+        bffgate::tokens::pkcs8_pem(&bffgate::tokens::generate_ed25519_pkcs8().unwrap()),
+    )
+    .unwrap();
     let check = |extra: &[(&str, &std::path::Path)]| {
         let mut cmd = Command::new(BIN);
         cmd.args(["config", "check"])
             .env_remove("BFFGATE_CONFIG")
             .env_remove("BFFGATE_REDIS__URL")
             .env("BFFGATE_COOKIE__KEY_FILE", &key_file)
+            .env("BFFGATE_JWT__SIGNING_KEY_FILE", &pem)
             .env("BFFGATE_REDIS__URL_FILE", &url_file)
             .env("BFFGATE_REDIS__PASSWORD_FILE", &password_file);
         for (name, value) in extra {
@@ -382,4 +430,61 @@ fn config_check_reads_secret_files_and_prints_only_their_paths() {
         err.contains("BFFGATE_PUBLIC_ORIGIN_FILE") && err.contains(missing.to_str().unwrap()),
         "{err}"
     );
+}
+
+#[test]
+fn a_shared_store_without_shared_keys_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis_only = dir.path().join("redis-only.toml");
+    std::fs::write(&redis_only, "[redis]\nurl = \"redis://127.0.0.1:6390\"\n").unwrap();
+    for command in [&["config", "check"][..], &["serve"]] {
+        let mut args = command.to_vec();
+        args.extend(["--config", redis_only.to_str().unwrap()]);
+        let err = failed(&bffgate(None, &args, None));
+        assert_contains(&err, "cookie.key");
+        assert_contains(&err, "jwt.signing_key_file");
+    }
+    // The cookie key alone is not enough.
+    let cookie_only = dir.path().join("cookie-only.toml");
+    let keys = shared_keys(&dir);
+    let cookie_section = keys.split("[jwt]").next().unwrap();
+    std::fs::write(
+        &cookie_only,
+        format!("[redis]\nurl = \"redis://127.0.0.1:6390\"\n{cookie_section}"),
+    )
+    .unwrap();
+    let err = failed(&bffgate(
+        None,
+        &["config", "check", "--config", cookie_only.to_str().unwrap()],
+        None,
+    ));
+    assert!(
+        !err.contains("cookie.key") && err.contains("jwt.signing_key_file"),
+        "{err}"
+    );
+
+    // Key files from `keys generate` satisfy it; the memory store never needed them.
+    let cookie_key = dir.path().join("cookie.key");
+    let pem = dir.path().join("ed25519.pem");
+    succeeded(&bffgate(
+        None,
+        &[
+            "keys",
+            "generate",
+            "--cookie-key-out",
+            cookie_key.to_str().unwrap(),
+            "--signing-key-out",
+            pem.to_str().unwrap(),
+        ],
+        None,
+    ));
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config", redis_only.to_str().unwrap()])
+        .env_remove("BFFGATE_CONFIG")
+        .env("BFFGATE_COOKIE__KEY_FILE", &cookie_key)
+        .env("BFFGATE_JWT__SIGNING_KEY_FILE", &pem)
+        .output()
+        .unwrap();
+    succeeded(&out);
+    succeeded(&bffgate(None, &["config", "check"], None));
 }

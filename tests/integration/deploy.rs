@@ -99,9 +99,62 @@ fn mounted(service: &Value, target: &str) -> PathBuf {
     }
 }
 
+/// Where the `gateway-keys` volume is mounted in the containers.
+const KEYS_MOUNT: &str = "/keys";
+
+/// The `keys` service's own command (shell, `$$` unescaped as compose does), with its volume
+/// at `dir` on this machine.
+fn keys_command(compose: &Value, dir: &Path) -> Vec<String> {
+    let keys = service(compose, "keys");
+    let mut command = strings(&keys["entrypoint"]);
+    command.extend(strings(&keys["command"]).iter().map(|c| {
+        c.replace("$$", "$")
+            .replace(&format!("{KEYS_MOUNT}/"), &format!("{}/", dir.display()))
+    }));
+    command
+}
+
+/// Runs the `keys` service's command into a fresh directory standing for its volume.
+fn generated_keys(compose: &Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let command = keys_command(compose, dir.path());
+    let out = Command::new(&command[0])
+        .args(&command[1..])
+        .env("PATH", bin_path())
+        .output()
+        .expect("the keys command runs");
+    assert!(
+        out.status.success(),
+        "keys failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// `PATH` with the built binaries first, as they are in the image.
+fn bin_path() -> String {
+    let bin_dir = Path::new(BIN).parent().expect("bin dir");
+    format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A service's environment on this machine: the keys volume at `keys`.
+fn environment_with_keys(service: &Value, keys: &Path) -> BTreeMap<String, String> {
+    environment(service)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v.replace(&format!("{KEYS_MOUNT}/"), &format!("{}/", keys.display()));
+            (k, v)
+        })
+        .collect()
+}
+
 /// The configuration a service would load: its mounted file under its environment.
-fn service_config(service: &Value) -> Config {
-    let env = environment(service);
+fn service_config(service: &Value, keys: &Path) -> Config {
+    let env = environment_with_keys(service, keys);
     let file = mounted(service, &env["BFFGATE_CONFIG"]);
     Config::load_from(Some(&file), env)
         .unwrap_or_else(|e| panic!("{} with the compose environment: {e}", file.display()))
@@ -127,7 +180,7 @@ fn compose_file_names_only_services_ports_and_settings_that_exist() {
     let compose = compose();
     let services = compose["services"].as_object().expect("services");
     let names: Vec<&str> = services.keys().map(String::as_str).collect();
-    assert_eq!(names, ["demo-api", "gateway", "redis", "seed"]);
+    assert_eq!(names, ["demo-api", "gateway", "keys", "redis", "seed"]);
     for (name, s) in services {
         if let Some(deps) = s["depends_on"].as_object() {
             for dep in deps.keys() {
@@ -150,8 +203,34 @@ fn compose_file_names_only_services_ports_and_settings_that_exist() {
         "service_healthy"
     );
 
-    // The gateway: every variable is a setting, and it listens where the port is published.
-    let config = service_config(gateway);
+    // The gateway waits for its keys, which the keys service makes once, and mounts them.
+    assert_eq!(
+        gateway["depends_on"]["keys"]["condition"],
+        "service_completed_successfully"
+    );
+    mounted(service(&compose, "keys"), KEYS_MOUNT);
+    mounted(gateway, KEYS_MOUNT);
+    let keys = generated_keys(&compose);
+    // Run again, it keeps the keys it made.
+    let first = std::fs::read(keys.path().join("ed25519.pem")).expect("a signing key");
+    let again = keys_command(&compose, keys.path());
+    assert!(Command::new(&again[0])
+        .args(&again[1..])
+        .env("PATH", bin_path())
+        .status()
+        .expect("runs")
+        .success());
+    assert_eq!(
+        std::fs::read(keys.path().join("ed25519.pem")).unwrap(),
+        first
+    );
+
+    // The gateway: every variable is a setting, and it listens where the port is published;
+    // with its Redis store it has the keys every instance must share.
+    let config = service_config(gateway, keys.path());
+    config
+        .require_shared_keys()
+        .expect("the stack's gateway may serve");
     let redis_url = config.redis.as_ref().expect("a Redis store").url.expose();
     assert_eq!(redis_url, "redis://redis:6379");
     let published = gateway["ports"][0]["target"]
@@ -208,7 +287,7 @@ fn compose_file_names_only_services_ports_and_settings_that_exist() {
     }
 
     // The seed service loads the same configuration.
-    service_config(service(&compose, "seed"));
+    service_config(service(&compose, "seed"), keys.path());
 }
 
 #[test]
@@ -253,17 +332,13 @@ async fn the_compose_start_command_serves_a_seeded_user() {
     let compose = compose();
     let redis = TestRedis::new();
     let port = free_port();
-    let bin_dir = Path::new(BIN).parent().expect("bin dir");
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = bin_path();
+    let keys = generated_keys(&compose);
     // Run a compose service's environment on this machine: the mounted file at its host
     // path, this test's Redis and port, the source tree's static files.
     let env_of = |name: &str| {
         let service = service(&compose, name);
-        let mut env = environment(service);
+        let mut env = environment_with_keys(service, keys.path());
         let file = mounted(service, &env["BFFGATE_CONFIG"]);
         env.insert("BFFGATE_CONFIG".into(), file.display().to_string());
         env.insert("BFFGATE_REDIS__URL".into(), redis.url.clone());

@@ -50,6 +50,12 @@ fn config_file(
     auth: &str,
 ) -> PathBuf {
     let key = base64::engine::general_purpose::STANDARD.encode(cookie_key_bytes());
+    let pem = dir.path().join("ed25519.pem");
+    std::fs::write(
+        &pem,
+        bffgate::tokens::pkcs8_pem(&bffgate::tokens::generate_ed25519_pkcs8().unwrap()),
+    )
+    .expect("signing key written");
     let text = format!(
         r#"listen = "127.0.0.1:{port}"
 shutdown_timeout = "10s"
@@ -61,6 +67,9 @@ key_prefix = "{prefix}"
 [cookie]
 key = "{key}"
 
+[jwt]
+signing_key_file = "{pem}"
+
 [[routes]]
 prefix = "/api"
 upstream = "{upstream}"
@@ -69,6 +78,7 @@ auth = "{auth}"
         url = redis.url,
         prefix = redis.prefix,
         upstream = upstream.base,
+        pem = pem.display(),
     );
     let path = dir.path().join("bffgate.toml");
     std::fs::write(&path, text).expect("config written");
