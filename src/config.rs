@@ -592,8 +592,11 @@ impl Default for ThrottleConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub enabled: bool,
-    /// Serve `/metrics` on this address instead of the gateway's own listener.
+    /// Serve `/metrics` on this address (private: operators' network only).
     pub listen: Option<String>,
+    /// Also serve `/metrics` on the gateway's public listener. Off by default: metrics are
+    /// for operators, not for anyone who can reach the gateway.
+    pub public: bool,
 }
 
 impl MetricsConfig {
@@ -616,6 +619,7 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             listen: None,
+            public: false,
         }
     }
 }

@@ -178,7 +178,7 @@ impl Gateway {
         let origin = Data::new(PublicOrigin(config.origin()));
         let proxy = Data::new(proxy::Proxy::new(&config));
         let cookie_data = Data::new(cookies);
-        let metrics_here = config.metrics.enabled && config.metrics.listen.is_none();
+        let metrics_here = config.metrics.enabled && config.metrics.public;
         let metrics_handle = Data::new(metrics::handle());
         let shutdown = config.shutdown_timeout.as_secs();
         let server = HttpServer::new(move || {

@@ -40,12 +40,31 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 #[actix_web::test]
+async fn metrics_are_not_served_on_the_public_listener_by_default() {
+    let gw = TestGateway::start(test_config(), EMAIL).await;
+    assert_eq!(status(raw_client().get(gw.url("/metrics"))).await, 404);
+}
+
+#[actix_web::test]
 async fn metrics_count_a_scripted_session() {
     let upstream = common::upstream::start();
     let mut config = test_config();
     config.throttle.free_attempts = 1;
+    config.metrics.public = true;
     config.routes = vec![route("/api", &upstream.base, AuthMode::Required)];
     let gw = TestGateway::start(config, EMAIL).await;
+    // A disabled account: its right password and a wrong one are counted alike, so the
+    // counters are no oracle for passwords.
+    let disabled = "disabled@example.com";
+    gw.add_user(disabled, vec![]).await;
+    bffgate::session::users::Users::new(gw.store.clone())
+        .set_disabled(disabled, true)
+        .await
+        .expect("disabled");
+    for password in [PASSWORD, "wrong password"] {
+        let res = login_request(&gw, disabled, password).send().await;
+        assert_eq!(res.expect("login").status(), 401);
+    }
 
     // A browser signs in, calls the API and signs out.
     let browser = browser();
@@ -80,8 +99,12 @@ async fn metrics_count_a_scripted_session() {
 
     let logins = |outcome| sample(&text, "bffgate_logins_total", &[("outcome", outcome)]);
     assert_eq!(logins("ok"), 2.0);
-    assert_eq!(logins("bad_credentials"), 2.0);
+    assert_eq!(logins("bad_credentials"), 4.0, "two for the disabled account too");
     assert_eq!(logins("throttled"), 1.0);
+    assert!(
+        !text.contains("outcome=\"disabled\""),
+        "no outcome tells a right password from a wrong one"
+    );
     let refreshes = |outcome| sample(&text, "bffgate_refreshes_total", &[("outcome", outcome)]);
     assert_eq!(refreshes("rotated"), 2.0);
     assert_eq!(refreshes("reuse_detected"), 1.0);
@@ -121,10 +144,10 @@ async fn metrics_count_a_scripted_session() {
         sample(&text, "bffgate_store_errors_total", &[("op", "rotate")]),
         0.0
     );
-    // Two logins and two failures ran Argon2; the throttled attempt did not.
+    // Two logins and four failures ran Argon2; the throttled attempt did not.
     assert_eq!(
         sample(&text, "bffgate_argon2_queue_wait_seconds_count", &[]),
-        4.0
+        6.0
     );
     // No unbounded labels: no user, session, email or address appears.
     for private in [

@@ -186,10 +186,7 @@ fn throttled(retry_after_ms: Millis, client: &ClientInfo) -> SessionError {
 
 /// Counts and logs a refused login.
 fn refused(failure: LoginFailure, user_id: Option<&str>, client: &ClientInfo) {
-    metrics::login(match failure {
-        LoginFailure::Disabled => metrics::Login::Disabled,
-        LoginFailure::UnknownEmail | LoginFailure::BadPassword => metrics::Login::BadCredentials,
-    });
+    metrics::login(metrics::Login::BadCredentials);
     tracing::warn!(
         event = "login_failed",
         reason = failure.as_str(),
