@@ -178,12 +178,11 @@ impl CookieSettings {
 /// `raw` (as sent, untrimmed) as `name`? Also true for a nameless cookie (`=v` or `v`):
 /// browsers send those as the bare value, which can be `name=…`.
 pub fn could_be_named(raw: &[u8], name: &str) -> bool {
-    let raw = raw.trim_ascii();
-    if raw.is_empty() {
-        return true;
-    }
-    let decoded: Vec<u8> = percent_encoding::percent_decode(raw).collect();
-    decoded.trim_ascii().eq_ignore_ascii_case(name.as_bytes())
+    // As lenient as any reader: percent-decoded, and trimmed of Unicode white space as
+    // actix-web's and the cookie crate's parsers trim names (`str::trim`: U+00A0, U+3000…).
+    let decoded = percent_encoding::percent_decode(raw).decode_utf8_lossy();
+    let read = decoded.trim();
+    read.is_empty() || read.eq_ignore_ascii_case(name)
 }
 
 /// Middleware, outside everything that reads cookies: the request's `Cookie` header keeps
@@ -391,6 +390,9 @@ mod tests {
             b"__HOST-BFF",
             b"",
             b"  ",
+            "\u{a0}__Host-bff".as_bytes(),
+            "__Host-bff\u{3000}".as_bytes(),
+            b"%C2%A0__Host-bff",
         ] {
             assert!(could_be_named(raw, "__Host-bff"), "{raw:?}");
         }
@@ -423,6 +425,14 @@ mod tests {
             "nothing dropped: the header is left as it was"
         );
         assert_eq!(rewritten("__Host%2Dbff=evil").as_deref(), None);
+    }
+
+    #[test]
+    fn names_padded_with_unicode_white_space_are_lookalikes() {
+        assert_eq!(
+            rewritten("\u{a0}__Host-bff=evil; __Host-bff=mine").as_deref(),
+            Some("__Host-bff=mine")
+        );
     }
 
     #[test]
