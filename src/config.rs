@@ -162,7 +162,7 @@ impl RouteConfig {
         if self
             .prefix
             .split('/')
-            .any(|seg| seg == "." || seg == ".." || seg.contains('%'))
+            .any(|seg| seg == "." || seg == ".." || seg.contains('%') || seg.contains(';'))
             || self.prefix.contains("//")
         {
             return Err(at(

@@ -99,7 +99,11 @@ async fn metrics_count_a_scripted_session() {
 
     let logins = |outcome| sample(&text, "bffgate_logins_total", &[("outcome", outcome)]);
     assert_eq!(logins("ok"), 2.0);
-    assert_eq!(logins("bad_credentials"), 4.0, "two for the disabled account too");
+    assert_eq!(
+        logins("bad_credentials"),
+        4.0,
+        "two for the disabled account too"
+    );
     assert_eq!(logins("throttled"), 1.0);
     assert!(
         !text.contains("outcome=\"disabled\""),

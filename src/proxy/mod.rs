@@ -42,8 +42,9 @@ pub use routes::{Proxy, Route};
 
 /// What a path is for.
 enum Choice<'a> {
-    /// A configured route claims it (the path is normalised).
-    Route(&'a Route, String),
+    /// A configured route claims it (the path is normalised; its prefix is the first
+    /// `usize` bytes).
+    Route(&'a Route, String, usize),
     /// The browser app.
     Static(String),
 }
@@ -53,7 +54,7 @@ fn choose<'a>(proxy: &'a Proxy, req: &HttpRequest) -> Result<Choice<'a>, ApiErro
     let path =
         path::normalize(req.uri().path()).map_err(|e| ApiError::BadRequest(e.message().into()))?;
     Ok(match proxy.find(&path) {
-        Some(route) => Choice::Route(route, path),
+        Some((route, matched)) => Choice::Route(route, path, matched),
         None => Choice::Static(path),
     })
 }
@@ -159,9 +160,9 @@ pub async fn dispatch(
     cookie: Data<CookieSettings>,
     origin: Data<PublicOrigin>,
 ) -> Result<HttpResponse, ApiError> {
-    let (route, path) = match choose(&proxy, &req)? {
+    let (route, path, matched) = match choose(&proxy, &req)? {
         Choice::Static(path) => return static_files::serve(&req, &proxy.static_dir, &path).await,
-        Choice::Route(route, path) => (route, path),
+        Choice::Route(route, path, matched) => (route, path, matched),
     };
     let prefix = &route.config.prefix;
     req.extensions_mut().insert(RouteLabel(prefix.clone()));
@@ -170,7 +171,7 @@ pub async fn dispatch(
         judge(&req, &route.config, upgrade, &origin.0)?;
         let identity = authenticate(&req, &session, &state.sessions, route.config.auth).await?;
         let bearer = identity.as_ref().map(|i| i.tokens.access.as_str());
-        let url = route.url(&path, req.query_string());
+        let url = route.url(&path, matched, req.query_string());
         let headers = upstream_headers(&req, &route.config, &cookie.name, bearer);
         if upgrade {
             let watch = watch_stream(&state.sessions, identity.as_ref())?;

@@ -70,13 +70,28 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     Ok(path)
 }
 
-/// Does `path` fall under `prefix` on a segment boundary?
-pub fn has_prefix(path: &str, prefix: &str) -> bool {
+/// If `path` (normalised) falls under the route `prefix` on segment boundaries, the length
+/// in bytes of the part of `path` that matched. Each segment of `path` is compared as an
+/// upstream may read it — percent-decoded, and with `;` parameters cut off — so
+/// `/api/admin;x/users` and `/api/%61dmin/users` fall under `/api/admin`, not `/api`: a route
+/// with stricter rules cannot be dodged by spelling. (Prefixes are plain: configuration
+/// refuses escapes and `;` in them.)
+pub fn matched_prefix(path: &str, prefix: &str) -> Option<usize> {
     if prefix == "/" {
-        return true;
+        return Some(0);
     }
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    let mut segments = path.strip_prefix('/')?.split('/');
+    let mut matched = 0;
+    for wanted in prefix.strip_prefix('/')?.split('/') {
+        let segment = segments.next()?;
+        let decoded = percent_decode_str(segment).decode_utf8_lossy();
+        let read = decoded.split(';').next().unwrap_or_default();
+        if read != wanted {
+            return None;
+        }
+        matched += 1 + segment.len();
+    }
+    Some(matched)
 }
 
 #[cfg(test)]
@@ -140,9 +155,17 @@ mod tests {
 
     #[test]
     fn prefixes_match_whole_segments() {
-        assert!(has_prefix("/api", "/api"));
-        assert!(has_prefix("/api/x", "/api"));
-        assert!(!has_prefix("/apix", "/api"));
-        assert!(has_prefix("/anything", "/"));
+        assert_eq!(matched_prefix("/api", "/api"), Some(4));
+        assert_eq!(matched_prefix("/api/x", "/api"), Some(4));
+        assert_eq!(matched_prefix("/apix", "/api"), None);
+        assert_eq!(matched_prefix("/anything", "/"), Some(0));
+    }
+
+    #[test]
+    fn prefixes_match_segments_as_an_upstream_reads_them() {
+        assert_eq!(matched_prefix("/api/admin;x/users", "/api/admin"), Some(12));
+        assert_eq!(matched_prefix("/api/%61dmin/users", "/api/admin"), Some(12));
+        assert_eq!(matched_prefix("/api;v=1/x", "/api"), Some(8));
+        assert_eq!(matched_prefix("/api/adminx", "/api/admin"), None);
     }
 }

@@ -14,10 +14,11 @@ pub struct Route {
 }
 
 impl Route {
-    /// The upstream URL for a normalised `path` and the raw `query`.
-    pub fn url(&self, path: &str, query: &str) -> String {
-        let rest = if self.config.strip_prefix && self.config.prefix != "/" {
-            &path[self.config.prefix.len()..]
+    /// The upstream URL for a normalised `path`, whose first `matched` bytes are this route's
+    /// prefix (see [`Proxy::find`]), and the raw `query`.
+    pub fn url(&self, path: &str, matched: usize, query: &str) -> String {
+        let rest = if self.config.strip_prefix {
+            path.get(matched..).unwrap_or_default()
         } else {
             path
         };
@@ -56,11 +57,12 @@ impl Proxy {
         }
     }
 
-    /// The route for a normalised path: the longest matching prefix.
-    pub fn find(&self, path: &str) -> Option<&Route> {
+    /// The route for a normalised path — the longest matching prefix — and how many bytes of
+    /// `path` its prefix matched.
+    pub fn find(&self, path: &str) -> Option<(&Route, usize)> {
         self.routes
             .iter()
-            .find(|r| path::has_prefix(path, &r.config.prefix))
+            .find_map(|r| path::matched_prefix(path, &r.config.prefix).map(|matched| (r, matched)))
     }
 }
 
@@ -95,9 +97,13 @@ mod tests {
             route("/api", "http://a", false),
             route("/api/admin", "http://b", false),
         ]);
-        assert_eq!(p.find("/api/admin/x").unwrap().base, "http://b");
-        assert_eq!(p.find("/api/adminx").unwrap().base, "http://a");
-        assert_eq!(p.find("/api").unwrap().base, "http://a");
+        assert_eq!(p.find("/api/admin/x").unwrap().0.base, "http://b");
+        assert_eq!(
+            p.find("/api/admin;jsessionid=1/x").unwrap().0.base,
+            "http://b"
+        );
+        assert_eq!(p.find("/api/adminx").unwrap().0.base, "http://a");
+        assert_eq!(p.find("/api").unwrap().0.base, "http://a");
         assert!(p.find("/apix").is_none());
         assert!(p.find("/").is_none());
     }
@@ -109,14 +115,15 @@ mod tests {
             base: "http://u:9/base".into(),
         };
         assert_eq!(
-            keep.url("/api/notes", "a=1"),
+            keep.url("/api/notes", 4, "a=1"),
             "http://u:9/base/api/notes?a=1"
         );
         let strip = Route {
             config: route("/api", "http://u:9", true),
             base: "http://u:9".into(),
         };
-        assert_eq!(strip.url("/api/notes", ""), "http://u:9/notes");
-        assert_eq!(strip.url("/api", ""), "http://u:9/");
+        assert_eq!(strip.url("/api/notes", 4, ""), "http://u:9/notes");
+        assert_eq!(strip.url("/api", 4, ""), "http://u:9/");
+        assert_eq!(strip.url("/api;v=1/notes", 8, ""), "http://u:9/notes");
     }
 }

@@ -48,10 +48,17 @@ async fn a_percent_encoded_lookalike_never_shadows_the_session_cookie() {
 
     // Padded with white space that Rust's `str::trim` (and so actix's cookie parser) strips.
     for pad in ["\u{a0}", "\u{3000}"] {
-        let planted = format!("{pad}{}; {}", cookie_header(&attacker), cookie_header(&victim));
+        let planted = format!(
+            "{pad}{}; {}",
+            cookie_header(&attacker),
+            cookie_header(&victim)
+        );
         let (status, body) = whoami(&gw, planted).await;
         assert_eq!(status, 200);
-        assert_eq!(body["user"]["email"], VICTIM, "served as the {pad:?}-padded session");
+        assert_eq!(
+            body["user"]["email"], VICTIM,
+            "served as the {pad:?}-padded session"
+        );
     }
 
     let garbage = format!("__Host%2Dbff=garbage; {}", cookie_header(&victim));
@@ -281,4 +288,28 @@ async fn a_real_replay_on_an_instance_whose_clock_runs_behind_is_still_theft() {
             reason: "reuse".into()
         }
     );
+}
+
+#[actix_web::test]
+async fn a_stricter_route_cannot_be_dodged_by_spelling_its_prefix_differently() {
+    let s = stack(|config, base| {
+        config.routes = vec![
+            route("/api", base, AuthMode::None),
+            route("/api/admin", base, AuthMode::Required),
+        ];
+    })
+    .await;
+    for path in [
+        "/api/admin;x/users",
+        "/api/%61dmin/users",
+        "/api/admin%3bx/users",
+    ] {
+        let anonymous = raw_client().get(s.gw.url(path)).header("x-csrf", "1");
+        assert_eq!(status(anonymous).await, 401, "{path}");
+    }
+    assert!(s.upstream.seen().is_empty(), "nothing reached the upstream");
+    let open = raw_client()
+        .get(s.gw.url("/api/public"))
+        .header("x-csrf", "1");
+    assert_eq!(status(open).await, 200);
 }
