@@ -159,10 +159,6 @@ fn read_password(password_stdin: bool) -> Result<String, String> {
     Ok(password.strip_suffix('\r').unwrap_or(password).to_owned())
 }
 
-fn load(config: &Option<PathBuf>) -> Result<Config, String> {
-    Config::load(config.as_deref()).map_err(|e| e.to_string())
-}
-
 async fn serve(config: Config) -> Result<(), String> {
     config.require_shared_keys().map_err(|e| e.to_string())?;
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
@@ -381,15 +377,7 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let result = match cli.command {
-        // Generating keys needs no (valid) configuration.
-        Command::Keys(command) => keys(command),
-        command => match load(&cli.config) {
-            Ok(config) => run(command, config).await,
-            Err(e) => Err(e),
-        },
-    };
-    match result {
+    match run(cli.command, cli.config.as_deref()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -398,16 +386,18 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Runs a command with its configuration (`keys` ignores it; `main` runs that one without
-/// loading any).
-async fn run(command: Command, config: Config) -> Result<(), String> {
+/// Runs a command, loading the configuration for those that use it (generating keys needs
+/// none, so a broken configuration cannot stop it).
+async fn run(command: Command, file: Option<&std::path::Path>) -> Result<(), String> {
+    let load = || Config::load(file).map_err(|e| e.to_string());
     match command {
         Command::Keys(command) => keys(command),
-        Command::Serve => serve(config).await,
-        Command::Demo { listen } => demo(config, listen).await,
-        Command::User(command) => user(config, command).await,
-        Command::Sessions(command) => sessions(config, command).await,
+        Command::Serve => serve(load()?).await,
+        Command::Demo { listen } => demo(load()?, listen).await,
+        Command::User(command) => user(load()?, command).await,
+        Command::Sessions(command) => sessions(load()?, command).await,
         Command::Config(ConfigCommand::Check) => {
+            let config = load()?;
             config.require_shared_keys().map_err(|e| e.to_string())?;
             redacted_json(&config).map(|text| {
                 println!("{text}");

@@ -23,24 +23,22 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Headers that say who the client is, which host or scheme it asked for, or which URL it
 /// "really" requested: only the gateway may set them, so every client-sent one is removed
-/// (upstreams and their frameworks believe them).
+/// (upstreams and their frameworks believe them). Whole families go by prefix
+/// (`x-forwarded-uri`, `x-original-host`, …).
 const FORWARDING: &[&str] = &[
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-scheme",
-    "x-forwarded-ssl",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
-    "x-original-url",
     "x-rewrite-url",
     "x-request-id",
 ];
+const FORWARDING_PREFIXES: &[&str] = &["x-forwarded-", "x-original-"];
+
+fn is_forwarding(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    FORWARDING.contains(&name) || FORWARDING_PREFIXES.iter().any(|p| name.starts_with(p))
+}
 
 /// What the gateway knows about the browser's connection.
 #[derive(Debug, Clone)]
@@ -102,7 +100,7 @@ pub fn to_upstream(
     let mut out = HeaderMap::new();
     for (name, value) in incoming {
         let drop = is_hop_by_hop(name, &listed)
-            || FORWARDING.contains(&name.as_str())
+            || is_forwarding(name)
             || matches!(
                 *name,
                 header::HOST | header::AUTHORIZATION | header::COOKIE | header::CONTENT_LENGTH

@@ -28,7 +28,10 @@ use actix_web::{
 use crate::{
     config::{AuthMode, RouteConfig},
     metrics,
-    session::{streams::StreamWatch, Sessions},
+    session::{
+        streams::{Limit, StreamWatch},
+        Sessions,
+    },
     web::{
         context::{client_address, requested_host, requested_scheme, RequestId, RouteLabel},
         cookie::CookieSettings,
@@ -134,18 +137,28 @@ fn upstream_headers(
 }
 
 /// A stream (WebSocket, open-ended body) of a signed-in request is watched so that it ends
-/// with its session; 429 when the session holds `session.max_streams` already.
+/// with its session; a counted one is refused (429) when the session holds
+/// `session.max_streams` already.
 fn watch_stream(
     sessions: &Sessions,
     identity: Option<&Identity>,
+    limit: Limit,
 ) -> Result<Option<StreamWatch>, ApiError> {
     identity
         .map(|i| {
             sessions
-                .watch_stream(&i.auth)
+                .watch_stream(&i.auth, limit)
                 .map_err(|_| ApiError::TooManyStreams)
         })
         .transpose()
+}
+
+/// Does the browser ask for an event stream (`EventSource` sends this `Accept`)?
+fn asks_for_event_stream(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
 }
 
 /// The default service: everything that is not a gateway endpoint, phase by phase.
@@ -174,7 +187,7 @@ pub async fn dispatch(
         let url = route.url(&path, matched, req.query_string());
         let headers = upstream_headers(&req, &route.config, &cookie.name, bearer);
         if upgrade {
-            let watch = watch_stream(&state.sessions, identity.as_ref())?;
+            let watch = watch_stream(&state.sessions, identity.as_ref(), Limit::Counted)?;
             let ended = async move {
                 match watch {
                     Some(watch) => watch.ended().await,
@@ -184,6 +197,12 @@ pub async fn dispatch(
             let timeout = route.config.timeout;
             return ws::bridge(&req, payload, &client, &url, headers, timeout, ended).await;
         }
+        // A requested event stream takes its place before the upstream is asked.
+        let requested_stream = if asks_for_event_stream(&req) {
+            watch_stream(&state.sessions, identity.as_ref(), Limit::Counted)?
+        } else {
+            None
+        };
         let mut upstream =
             forward::send(&client, &req, &route.config, &url, headers, Some(payload)).await?;
         let mut identity = identity;
@@ -202,10 +221,10 @@ pub async fn dispatch(
             upstream = forward::send(&client, &req, &route.config, &url, headers, None).await?;
             identity = Some(renewed);
         }
-        let watch = if forward::is_open_ended(&req, &upstream) {
-            watch_stream(&state.sessions, identity.as_ref())?
-        } else {
-            None
+        let watch = match (forward::is_open_ended(&req, &upstream), requested_stream) {
+            (false, _) => None,
+            (true, Some(watch)) => Some(watch),
+            (true, None) => watch_stream(&state.sessions, identity.as_ref(), Limit::Uncounted)?,
         };
         Ok(forward::to_browser(&req, upstream, &cookie.name, watch))
     }

@@ -30,7 +30,7 @@ use crate::{
 };
 use revoke::{revoke_family, revoke_user_families};
 use single_flight::SingleFlight;
-use streams::{StreamWatch, Streams, TooManyStreams};
+use streams::{Limit, StreamWatch, Streams, TooManyStreams};
 pub use throttle::ThrottleSettings;
 
 /// The two tokens the cookie carries. `Debug` shows neither.
@@ -220,7 +220,11 @@ impl Sessions {
 
     /// Watches a stream (WebSocket, server-sent events) that `auth`'s session opens: it
     /// resolves when the session is over (see [`streams`]).
-    pub fn watch_stream(&self, auth: &Authenticated) -> Result<StreamWatch, TooManyStreams> {
+    pub fn watch_stream(
+        &self,
+        auth: &Authenticated,
+        limit: Limit,
+    ) -> Result<StreamWatch, TooManyStreams> {
         StreamWatch::open(
             &self.streams,
             Arc::clone(&self.store),
@@ -228,6 +232,7 @@ impl Sessions {
             &auth.session.id,
             &auth.user.id,
             self.settings.stream_recheck,
+            limit,
         )
     }
 

@@ -12,8 +12,11 @@
 //! a browser left holding a rotated-out token would be judged a thief after the grace window.
 //! The upstream keeps the token the stream was opened with.
 //!
-//! The number of open streams per session is bounded (`session.max_streams`), so a few
-//! sessions cannot hold every upstream connection.
+//! The number of streams a session holds open through one instance is bounded
+//! (`session.max_streams`), so a few sessions cannot hold every upstream connection. What
+//! counts is what a browser opens as a stream — WebSockets, `EventSource` requests — and it is
+//! decided before the upstream is asked, so a refusal never follows work the upstream did.
+//! Any other body without a length is watched (it ends with its session) but not counted.
 
 use std::{
     collections::HashMap,
@@ -28,10 +31,22 @@ use crate::{
     store::{Liveness, Store},
 };
 
+/// Does a stream take one of its session's `max_streams` places?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A WebSocket, or a request for an event stream: counted, refused beyond the bound.
+    Counted,
+    /// A body that happens to have no length: watched, never refused.
+    Uncounted,
+}
+
 /// One session's open streams.
 struct Entry {
     user_id: String,
+    /// Every watch of the family (the entry lives while one does).
     open: usize,
+    /// The watches that count against `max_per_session`.
+    counted: usize,
     /// `true` once the session is over; every watch of the family sees it.
     ended: watch::Sender<bool>,
 }
@@ -71,6 +86,7 @@ impl Streams {
         self: &Arc<Self>,
         family_id: &str,
         user_id: &str,
+        limit: Limit,
     ) -> Result<(Ticket, watch::Receiver<bool>), TooManyStreams> {
         let mut families = self.families();
         let entry = families
@@ -78,10 +94,17 @@ impl Streams {
             .or_insert_with(|| Entry {
                 user_id: user_id.to_owned(),
                 open: 0,
+                counted: 0,
                 ended: watch::channel(false).0,
             });
-        if entry.open >= self.max_per_session {
-            return Err(TooManyStreams);
+        if limit == Limit::Counted {
+            if entry.counted >= self.max_per_session {
+                if entry.open == 0 {
+                    families.remove(family_id);
+                }
+                return Err(TooManyStreams);
+            }
+            entry.counted += 1;
         }
         entry.open += 1;
         let ended = entry.ended.subscribe();
@@ -89,6 +112,7 @@ impl Streams {
             Ticket {
                 streams: Arc::clone(self),
                 family_id: family_id.to_owned(),
+                limit,
             },
             ended,
         ))
@@ -108,7 +132,7 @@ impl Streams {
         }
     }
 
-    /// Streams open for `family_id` (tests, metrics).
+    /// Streams open for `family_id`, counted or not (tests, metrics).
     pub fn open_for(&self, family_id: &str) -> usize {
         self.families().get(family_id).map_or(0, |e| e.open)
     }
@@ -118,12 +142,16 @@ impl Streams {
 struct Ticket {
     streams: Arc<Streams>,
     family_id: String,
+    limit: Limit,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut families = self.streams.families();
         if let Some(entry) = families.get_mut(&self.family_id) {
+            if self.limit == Limit::Counted {
+                entry.counted = entry.counted.saturating_sub(1);
+            }
             entry.open = entry.open.saturating_sub(1);
             if entry.open == 0 {
                 families.remove(&self.family_id);
@@ -159,8 +187,9 @@ impl StreamWatch {
         family_id: &str,
         user_id: &str,
         recheck: Millis,
+        limit: Limit,
     ) -> Result<Self, TooManyStreams> {
-        let (ticket, ended) = streams.open(family_id, user_id)?;
+        let (ticket, ended) = streams.open(family_id, user_id, limit)?;
         Ok(Self {
             _ticket: ticket,
             ended,

@@ -199,7 +199,9 @@ async fn client_forwarding_headers_never_reach_the_upstream() {
     .header("x-forwarded-host", "evil.example")
     .header("x-forwarded-for", "6.6.6.6")
     .header("forwarded", "for=6.6.6.6;host=evil.example;proto=https")
-    .header("x-real-ip", "6.6.6.6");
+    .header("x-real-ip", "6.6.6.6")
+    .header("x-forwarded-uri", "/admin")
+    .header("x-original-host", "evil.example");
     assert_eq!(status(req).await, 200);
     let seen = s.upstream.last();
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
@@ -210,6 +212,8 @@ async fn client_forwarding_headers_never_reach_the_upstream() {
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(seen.header("forwarded"), None);
     assert_eq!(seen.header("x-real-ip"), None);
+    assert_eq!(seen.header("x-forwarded-uri"), None);
+    assert_eq!(seen.header("x-original-host"), None);
 }
 
 #[actix_web::test]

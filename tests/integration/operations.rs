@@ -219,7 +219,10 @@ async fn signing_key_rotation_keeps_issued_tokens_verifiable() {
 
 #[actix_web::test]
 async fn openapi_document_matches_the_routes_that_exist() {
-    let gw = TestGateway::memory(EMAIL).await;
+    // /metrics is documented; it is served on the public listener only when configured so.
+    let mut config = test_config();
+    config.metrics.public = true;
+    let gw = TestGateway::start(config, EMAIL).await;
     let doc: Value = json(raw_client().get(gw.url("/openapi.json"))).await;
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
     let mut documented = BTreeSet::new();

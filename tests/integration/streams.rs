@@ -84,12 +84,19 @@ async fn open_socket(gw: &TestGateway, cookie: &str) -> impl Socket {
 }
 
 async fn socket_refused(gw: &TestGateway, cookie: &str) -> u16 {
-    let connect = awc::Client::new()
+    upgrade_refused(gw, cookie, ORIGIN, None).await
+}
+
+/// The status of a refused handshake from `origin` (with `Sec-Fetch-Site: site` if given).
+async fn upgrade_refused(gw: &TestGateway, cookie: &str, origin: &str, site: Option<&str>) -> u16 {
+    let mut request = awc::Client::new()
         .ws(format!("ws://{}/api/ws", gw.addr))
         .header("cookie", cookie_header(cookie))
-        .origin(ORIGIN)
-        .connect()
-        .await;
+        .origin(origin);
+    if let Some(site) = site {
+        request = request.header("sec-fetch-site", site);
+    }
+    let connect = request.connect().await;
     match connect {
         Err(awc::error::WsClientError::InvalidResponseStatus(status)) => status.as_u16(),
         Err(e) => panic!("unexpected WebSocket error: {e}"),
@@ -129,6 +136,7 @@ async fn closed(socket: &mut impl Socket, since: Instant) -> (Option<ws::CloseCo
 /// An open server-sent-events stream of clock ticks every 50 ms, its first event read.
 async fn open_events(gw: &TestGateway, cookie: &str) -> reqwest::Response {
     let mut res = with_cookie(gw, reqwest::Method::GET, "/api/clock?every_ms=50", cookie)
+        .header("accept", "text/event-stream")
         .send()
         .await
         .unwrap();
@@ -231,7 +239,8 @@ async fn a_session_holds_at_most_max_streams() {
     let cookie = login_cookie_of(&s.gw, EMAIL).await;
     let first = open_events(&s.gw, &cookie).await;
     let mut socket = open_socket(&s.gw, &cookie).await;
-    let third = with_cookie(&s.gw, reqwest::Method::GET, "/api/clock", &cookie);
+    let third = with_cookie(&s.gw, reqwest::Method::GET, "/api/clock", &cookie)
+        .header("accept", "text/event-stream");
     let res = third.send().await.unwrap();
     assert_eq!(res.status(), 429);
     assert_eq!(
@@ -240,6 +249,10 @@ async fn a_session_holds_at_most_max_streams() {
         "a problem answer"
     );
     assert_eq!(socket_refused(&s.gw, &cookie).await, 429);
+    // A body that merely has no length is watched, not counted: never refused after the
+    // upstream did its work.
+    let chunked = with_cookie(&s.gw, reqwest::Method::GET, "/api/clock?count=1", &cookie);
+    assert_eq!(status(chunked).await, 200);
     // Another session of the same user is not affected.
     let other = login_cookie_of(&s.gw, EMAIL).await;
     drop(open_events(&s.gw, &other).await);
@@ -247,10 +260,23 @@ async fn a_session_holds_at_most_max_streams() {
     drop(first);
     eventually("a freed stream place", Duration::from_secs(10), || async {
         with_cookie(&s.gw, reqwest::Method::GET, "/api/clock?count=1", &cookie)
+            .header("accept", "text/event-stream")
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
     echo(&mut socket).await;
+}
+
+#[actix_web::test]
+async fn a_websocket_upgrade_needs_exactly_the_public_origin() {
+    let s = stack(None, |_| {}).await;
+    let cookie = login_cookie_of(&s.gw, EMAIL).await;
+    // A sibling subdomain is same-site; Fetch Metadata says so, and it is still refused.
+    let sibling = upgrade_refused(&s.gw, &cookie, "https://evil.localhost", Some("same-site"));
+    assert_eq!(sibling.await, 403);
+    let other_host = upgrade_refused(&s.gw, &cookie, "http://127.0.0.1:8080", Some("same-origin"));
+    assert_eq!(other_host.await, 403);
+    echo(&mut open_socket(&s.gw, &cookie).await).await;
 }

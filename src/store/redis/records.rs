@@ -6,6 +6,9 @@
 //! ua3] ip revoked revoked_at`. No value is longer than 64 bytes (the user agent is split, see
 //! [`UA_FIELDS`]), so Redis keeps the hash in its compact listpack encoding: about 350 bytes
 //! instead of 900. A user hash holds `id email pw roles disabled created`.
+//!
+//! Two clocks meet in a family hash: `prev_at` is Redis's own time (the rotation script's
+//! `TIME`, which judges the grace window), every other timestamp is the gateway's.
 
 use std::collections::HashMap;
 
