@@ -166,13 +166,7 @@ fn is_harmless_set_cookie(value: &HeaderValue, gateway_cookie: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
-        h
-    }
+    use crate::web::test_support::header_map as map;
 
     const CLIENT: ClientSide<'static> = ClientSide {
         peer_ip: "10.1.2.3",

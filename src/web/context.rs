@@ -141,15 +141,8 @@ pub async fn log_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::{HeaderName, HeaderValue};
 
-    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
-        h
-    }
+    use crate::web::test_support::header_map as map;
 
     #[test]
     fn request_ids_are_kept_only_when_well_formed() {

@@ -112,17 +112,11 @@ pub async fn require(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::{HeaderName, HeaderValue};
+    use actix_web::http::header::HeaderValue;
 
     const ORIGIN_OK: &str = "http://localhost:8080";
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
-        h
-    }
+    use crate::web::test_support::header_map as headers;
 
     fn post(pairs: &[(&'static str, &'static str)]) -> Result<(), CsrfRejection> {
         check(

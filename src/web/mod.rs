@@ -24,3 +24,18 @@ pub mod static_files;
 
 pub use context::AppState;
 pub use problem::ApiError;
+
+/// Helpers for unit tests of the HTTP edge (and the proxy's filters).
+#[cfg(test)]
+pub(crate) mod test_support {
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    /// A header map of static `(name, value)` pairs, repeated names appended.
+    pub(crate) fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+}

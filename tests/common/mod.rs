@@ -36,6 +36,48 @@ pub use process::{eventually, ChildProcess};
 pub const PASSWORD: &str = "correct horse battery";
 pub const COOKIE: &str = "__Host-bff";
 
+/// A gateway routing `/api` to the demo API, which verifies every token through that
+/// gateway's JWKS: the upstream of tests about real tokens, WebSockets and event streams.
+pub struct DemoStack {
+    pub gw: TestGateway,
+    /// The gateway's configuration, for another instance to join the same store.
+    pub config: Config,
+    pub api_base: String,
+    /// The gateway's signing key (PKCS#8 PEM).
+    pub key_file: PathBuf,
+    _keys: tempfile::TempDir,
+}
+
+/// Starts a [`DemoStack`] on `config` (its store, a signing key file, `/api` to the demo API)
+/// with a user `email`.
+pub async fn demo_stack(mut config: Config, email: &str) -> DemoStack {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key_file = keys.path().join("ed25519.pem");
+    let der = bffgate::tokens::generate_ed25519_pkcs8().expect("key");
+    std::fs::write(&key_file, bffgate::tokens::pkcs8_pem(&der)).expect("key written");
+    let gw_listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let gw_addr = gw_listener.local_addr().expect("addr");
+    let api_listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let api_base = format!("http://{}", api_listener.local_addr().expect("addr"));
+    let settings = bffgate::demo::api::DemoApiSettings {
+        jwks_url: format!("http://{gw_addr}/.well-known/jwks.json"),
+        issuer: config.jwt.issuer.clone(),
+        audience: config.jwt.audience.clone(),
+    };
+    let api = bffgate::demo::api::build_demo_api(settings, api_listener).expect("demo API");
+    actix_web::rt::spawn(api);
+    config.jwt.signing_key_file = Some(key_file.clone());
+    config.routes = vec![route("/api", &api_base, AuthMode::Required)];
+    let gw = TestGateway::start_with_listener(config.clone(), email, gw_listener).await;
+    DemoStack {
+        gw,
+        config,
+        api_base,
+        key_file,
+        _keys: keys,
+    }
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

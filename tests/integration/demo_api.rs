@@ -1,56 +1,30 @@
 //! The demo API behind the gateway: tokens verified through the gateway's JWKS, bad tokens
 //! refused, and WebSocket upgrades authenticated at the handshake.
 
-use std::{net::TcpListener, time::Duration};
+use std::time::Duration;
 
 use crate::common::*;
 use awc::ws;
 use bffgate::{
     clock::{Clock as _, SystemClock},
-    config::AuthMode,
-    demo::api::{build_demo_api, DemoApiSettings},
-    tokens::{generate_ed25519_pkcs8, new_id, pkcs8_pem, AccessClaims, Signer},
+    tokens::{new_id, AccessClaims, Signer},
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 
 const EMAIL: &str = "dana@example.com";
 
 struct Demo {
-    gw: TestGateway,
-    api_base: String,
+    stack: DemoStack,
     signer: Signer,
-    _keys: tempfile::TempDir,
 }
 
 /// A gateway (memory store, known signing key) routing `/api` to a demo API that verifies
 /// tokens through the gateway's JWKS.
 async fn demo() -> Demo {
-    let keys = tempfile::tempdir().unwrap();
-    let key_file = keys.path().join("ed25519.pem");
-    std::fs::write(&key_file, pkcs8_pem(&generate_ed25519_pkcs8().unwrap())).unwrap();
-    let gw_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let gw_addr = gw_listener.local_addr().unwrap();
-    let api_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let api_base = format!("http://{}", api_listener.local_addr().unwrap());
-    let api = build_demo_api(
-        DemoApiSettings {
-            jwks_url: format!("http://{gw_addr}/.well-known/jwks.json"),
-            issuer: "bffgate".into(),
-            audience: "api".into(),
-        },
-        api_listener,
-    )
-    .unwrap();
-    actix_web::rt::spawn(api);
-    let mut config = test_config();
-    config.jwt.signing_key_file = Some(key_file.clone());
-    config.routes = vec![route("/api", &api_base, AuthMode::Required)];
-    let gw = TestGateway::start_with_listener(config, EMAIL, gw_listener).await;
+    let stack = demo_stack(test_config(), EMAIL).await;
     Demo {
-        gw,
-        api_base,
-        signer: Signer::from_pem_file(&key_file).unwrap(),
-        _keys: keys,
+        signer: Signer::from_pem_file(&stack.key_file).unwrap(),
+        stack,
     }
 }
 
@@ -71,7 +45,7 @@ fn claims() -> AccessClaims {
 
 async fn api_status(d: &Demo, token: &str) -> u16 {
     let me = raw_client()
-        .get(format!("{}/api/me", d.api_base))
+        .get(format!("{}/api/me", d.stack.api_base))
         .header("authorization", format!("Bearer {token}"));
     status(me).await
 }
@@ -80,17 +54,17 @@ async fn api_status(d: &Demo, token: &str) -> u16 {
 async fn the_demo_api_answers_through_the_gateway() {
     let d = demo().await;
     let browser = browser();
-    login(&d.gw, &browser, EMAIL).await;
-    let me: serde_json::Value = json(browser.get(d.gw.url("/api/me"))).await;
+    login(&d.stack.gw, &browser, EMAIL).await;
+    let me: serde_json::Value = json(browser.get(d.stack.gw.url("/api/me"))).await;
     assert_eq!(me["email"], EMAIL);
     let note = browser
-        .post(d.gw.url("/api/notes"))
+        .post(d.stack.gw.url("/api/notes"))
         .json(&serde_json::json!({ "text": "buy milk" }));
     assert_eq!(status(note).await, 201);
-    let notes: Vec<serde_json::Value> = json(browser.get(d.gw.url("/api/notes"))).await;
+    let notes: Vec<serde_json::Value> = json(browser.get(d.stack.gw.url("/api/notes"))).await;
     assert_eq!(notes[0]["text"], "buy milk");
     let mut clock = browser
-        .get(d.gw.url("/api/clock?count=2&every_ms=10"))
+        .get(d.stack.gw.url("/api/clock?count=2&every_ms=10"))
         .send()
         .await
         .unwrap();
@@ -143,7 +117,7 @@ async fn the_demo_api_refuses_bad_tokens() {
 }
 
 fn ws_request(d: &Demo, cookie: Option<&str>, origin: Option<&str>) -> awc::ws::WebsocketsRequest {
-    let mut req = awc::Client::new().ws(format!("ws://{}/api/ws", d.gw.addr));
+    let mut req = awc::Client::new().ws(format!("ws://{}/api/ws", d.stack.gw.addr));
     if let Some(cookie) = cookie {
         req = req.header("cookie", cookie_header(cookie));
     }
@@ -165,7 +139,7 @@ async fn refused(req: awc::ws::WebsocketsRequest) -> u16 {
 #[actix_web::test]
 async fn websocket_upgrades_are_authenticated_and_relayed() {
     let d = demo().await;
-    let cookie = login_cookie_of(&d.gw, EMAIL).await;
+    let cookie = login_cookie_of(&d.stack.gw, EMAIL).await;
     let origin = "http://localhost:8080";
     assert_eq!(refused(ws_request(&d, None, Some(origin))).await, 401);
     assert_eq!(refused(ws_request(&d, Some(&cookie), None)).await, 403);

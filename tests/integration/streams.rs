@@ -3,56 +3,23 @@
 //! on every other one — while a live session's stream outlives its access token. The demo
 //! API is the upstream: it verifies every token through the gateway's JWKS.
 
-use std::{
-    net::TcpListener,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 use awc::ws;
-use bffgate::{
-    config::{AuthMode, Config},
-    demo::api::{build_demo_api, DemoApiSettings},
-    tokens::{generate_ed25519_pkcs8, pkcs8_pem},
-};
+use bffgate::config::Config;
 use futures_util::{SinkExt as _, StreamExt as _};
 
 const EMAIL: &str = "sam@example.com";
 
-/// A gateway routing `/api` to the demo API, and what a second instance needs to join it.
-struct Stack {
-    gw: TestGateway,
-    config: Config,
-    _keys: tempfile::TempDir,
-}
-
-async fn stack(redis: Option<&TestRedis>, tweak: impl FnOnce(&mut Config)) -> Stack {
-    let keys = tempfile::tempdir().unwrap();
-    let key_file = keys.path().join("ed25519.pem");
-    std::fs::write(&key_file, pkcs8_pem(&generate_ed25519_pkcs8().unwrap())).unwrap();
-    let gw_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let gw_addr = gw_listener.local_addr().unwrap();
-    let api_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let api_base = format!("http://{}", api_listener.local_addr().unwrap());
-    let settings = DemoApiSettings {
-        jwks_url: format!("http://{gw_addr}/.well-known/jwks.json"),
-        issuer: "bffgate".into(),
-        audience: "api".into(),
-    };
-    actix_web::rt::spawn(build_demo_api(settings, api_listener).unwrap());
+/// The demo stack on the memory store, or on `redis` for a second instance to join.
+async fn stack(redis: Option<&TestRedis>, tweak: impl FnOnce(&mut Config)) -> DemoStack {
     let mut config = match redis {
         Some(redis) => redis.config(),
         None => test_config(),
     };
-    config.jwt.signing_key_file = Some(key_file);
-    config.routes = vec![route("/api", &api_base, AuthMode::Required)];
     tweak(&mut config);
-    let gw = TestGateway::start_with_listener(config.clone(), EMAIL, gw_listener).await;
-    Stack {
-        gw,
-        config,
-        _keys: keys,
-    }
+    demo_stack(config, EMAIL).await
 }
 
 const ORIGIN: &str = "http://localhost:8080";
