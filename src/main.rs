@@ -15,7 +15,7 @@ use bffgate::{
     clock::rfc3339,
     config::Config,
     demo::{DEMO_EMAIL, DEMO_PASSWORD},
-    session::users::Users,
+    session::users::{AfterPasswordChange, Users},
     store::Store,
 };
 use clap::{Parser, Subcommand};
@@ -73,11 +73,14 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Set a user's password, read from standard input.
+    /// Set a user's password, read from standard input, and revoke all their sessions.
     Passwd {
         email: String,
         #[arg(long)]
         password_stdin: bool,
+        /// Keep the user's sessions (by default a password change ends them all).
+        #[arg(long)]
+        keep_sessions: bool,
     },
     /// Disable a user and revoke all their sessions.
     Disable { email: String },
@@ -334,13 +337,26 @@ async fn user(config: Config, command: UserCommand) -> Result<(), String> {
         UserCommand::Passwd {
             email,
             password_stdin,
+            keep_sessions,
         } => {
             let password = read_password(password_stdin)?;
-            users
-                .set_password(&email, &password)
+            let sessions = if keep_sessions {
+                AfterPasswordChange::KeepSessions
+            } else {
+                AfterPasswordChange::RevokeSessions
+            };
+            let n = users
+                .set_password(&email, &password, sessions)
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("password changed for {email}");
+            match sessions {
+                AfterPasswordChange::KeepSessions => {
+                    println!("password changed for {email}; sessions kept")
+                }
+                AfterPasswordChange::RevokeSessions => {
+                    println!("password changed for {email}; {n} session(s) revoked")
+                }
+            }
         }
         UserCommand::Disable { email } => {
             let n = users

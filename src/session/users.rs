@@ -58,6 +58,13 @@ fn check_password(password: &str) -> Result<(), UserError> {
     Ok(())
 }
 
+/// What a password change does to the user's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterPasswordChange {
+    RevokeSessions,
+    KeepSessions,
+}
+
 /// User administration on a store.
 pub struct Users {
     store: Arc<dyn Store>,
@@ -104,13 +111,33 @@ impl Users {
         }
     }
 
-    /// Sets a new password; existing sessions stay.
-    pub async fn set_password(&self, email: &str, password: &str) -> Result<(), UserError> {
+    /// Sets a new password. Every session of the user ends (reason `password_changed`: a
+    /// password is changed because it may be known to someone else) unless `sessions` says
+    /// to keep them; returns how many were revoked.
+    pub async fn set_password(
+        &self,
+        email: &str,
+        password: &str,
+        sessions: AfterPasswordChange,
+    ) -> Result<usize, UserError> {
         check_password(password)?;
         let mut user = self.find(email).await?;
         user.password_hash =
             hash_blocking(password).map_err(|e| UserError::Other(e.to_string()))?;
-        Ok(self.store.update_user(&user).await?)
+        self.store.update_user(&user).await?;
+        if sessions == AfterPasswordChange::KeepSessions {
+            return Ok(0);
+        }
+        let now = self.clock.now_ms();
+        let n = revoke_user_families(
+            self.store.as_ref(),
+            &user.id,
+            RevokeReason::PasswordChanged,
+            now,
+        )
+        .await?;
+        tracing::warn!(event = "session_revoked", reason = "password_changed", user = %user.id, sessions = n, "password changed; the user's sessions were revoked");
+        Ok(n)
     }
 
     /// Disables (and revokes every session of) or re-enables a user; returns sessions revoked.

@@ -51,6 +51,7 @@ pub enum RevokeReason {
     Admin,
     UserDisabled,
     Replaced,
+    PasswordChanged,
 }
 
 impl RevokeReason {
@@ -62,6 +63,7 @@ impl RevokeReason {
             Self::Admin => "admin",
             Self::UserDisabled => "user_disabled",
             Self::Replaced => "replaced",
+            Self::PasswordChanged => "password_changed",
         }
     }
 }

@@ -115,7 +115,13 @@ async fn users_added_by_the_cli_can_log_in_until_disabled() {
 
     let passwd = bffgate(
         Some(&redis),
-        &["user", "passwd", "bob@example.com", "--password-stdin"],
+        &[
+            "user",
+            "passwd",
+            "bob@example.com",
+            "--password-stdin",
+            "--keep-sessions",
+        ],
         Some("a brand new password\n"),
     );
     succeeded(&passwd);
@@ -487,4 +493,37 @@ fn a_shared_store_without_shared_keys_is_a_configuration_error() {
         .unwrap();
     succeeded(&out);
     succeeded(&bffgate(None, &["config", "check"], None));
+}
+
+#[actix_web::test]
+async fn a_password_change_ends_the_users_sessions_unless_told_to_keep_them() {
+    let redis = TestRedis::new();
+    let gw = TestGateway::start(redis.config(), "carla@example.com").await;
+    let before = login_cookie_of(&gw, "carla@example.com").await;
+    let passwd = |keep: bool, password: &str| {
+        let mut args = vec!["user", "passwd", "carla@example.com", "--password-stdin"];
+        if keep {
+            args.push("--keep-sessions");
+        }
+        bffgate(Some(&redis), &args, Some(&format!("{password}\n")))
+    };
+    assert_contains(
+        &succeeded(&passwd(false, "a brand new password")),
+        "1 session(s) revoked",
+    );
+    assert_eq!(session_status(&gw, &before).await, 401);
+    assert_eq!(
+        gw.family_state(&before).await,
+        bffgate::store::FamilyState::Revoked {
+            reason: "password_changed".into()
+        }
+    );
+    // The operator who wants them kept says so.
+    let kept = login_request(&gw, "carla@example.com", "a brand new password");
+    let kept = set_cookie_value(&kept.send().await.unwrap());
+    assert_contains(
+        &succeeded(&passwd(true, "another new password")),
+        "sessions kept",
+    );
+    assert_eq!(session_status(&gw, &kept).await, 200);
 }
