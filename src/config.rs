@@ -34,6 +34,10 @@ pub struct Config {
     pub listen: String,
     /// The origin browsers load the app from; a foreign `Origin` header is refused.
     pub public_origin: String,
+    /// CIDRs of the proxies (load balancers) in front of the gateway. Only when the peer is
+    /// one of them are its `X-Forwarded-For` / `Forwarded`, `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` believed. Empty: the peer is the client.
+    pub trusted_proxies: Vec<String>,
     /// The shared store. Absent: the embedded memory store (one instance, lost on restart).
     pub redis: Option<RedisConfig>,
     pub cookie: CookieConfig,
@@ -56,6 +60,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             public_origin: "http://localhost:8080".into(),
+            trusted_proxies: Vec::new(),
             redis: None,
             cookie: CookieConfig::default(),
             session: SessionConfig::default(),
@@ -541,11 +546,15 @@ pub struct PasswordConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
     pub enabled: bool,
-    /// Failed logins for one email from one IP before delays start.
+    /// Login attempts for one email from one client address before delays start (a success
+    /// clears the count).
     pub free_attempts: u32,
-    /// Failed logins from one IP (any email) before delays start.
+    /// Login attempts from one client address (any email) before delays start.
     pub ip_free_attempts: u32,
-    /// The first delay; each further failure doubles it.
+    /// Login attempts for one email from any address before delays start: slows credential
+    /// stuffing from many addresses; its delays, like all, never exceed `max_delay`.
+    pub account_free_attempts: u32,
+    /// The first delay; each further attempt after one doubles it.
     #[serde(with = "humantime_serde")]
     pub base_delay: Duration,
     #[serde(with = "humantime_serde")]
@@ -558,6 +567,15 @@ pub struct ThrottleConfig {
 impl ThrottleConfig {
     /// Checks that delays are positive and ordered and that failures are kept a while.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, free) in [
+            ("throttle.free_attempts", self.free_attempts),
+            ("throttle.ip_free_attempts", self.ip_free_attempts),
+            ("throttle.account_free_attempts", self.account_free_attempts),
+        ] {
+            if free == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
         if self.base_delay.is_zero() || self.base_delay > self.max_delay {
             return Err(ConfigError::invalid(
                 "throttle.base_delay",
@@ -580,6 +598,7 @@ impl Default for ThrottleConfig {
             enabled: true,
             free_attempts: 5,
             ip_free_attempts: 50,
+            account_free_attempts: 20,
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(15 * 60),
             window: Duration::from_secs(15 * 60),
@@ -764,6 +783,7 @@ impl Config {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("cookie.previous_keys")
+                .with_list_parse_key("trusted_proxies")
                 .with_list_parse_key("jwt.previous_keys")
                 .source(Some(overrides)),
         );
@@ -794,6 +814,7 @@ impl Config {
     /// themselves; no check today spans two sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.trusted_proxy_nets()?;
         self.cookie.validate()?;
         self.metrics.validate()?;
         self.throttle.validate()?;
@@ -877,6 +898,24 @@ impl Config {
                 missing.join(" and ")
             ),
         })
+    }
+
+    /// The parsed `trusted_proxies` (a bare address is a /32 or /128).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|text| {
+                let text = text.trim();
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::invalid(
+                            "trusted_proxies",
+                            format!("{text:?} is not a CIDR such as 10.0.0.0/8 or an address"),
+                        )
+                    })
+            })
+            .collect()
     }
 
     /// The parsed `listen` address.

@@ -34,7 +34,13 @@ use crate::{
     session::{SessionSettings, Sessions},
     store::{memory::MemoryStore, metered::Metered, redis::RedisStore, Store},
     tokens::{Sealer, Signer},
-    web::{context::log_request, cookie, cookie::CookieSettings, csrf, csrf::PublicOrigin},
+    web::{
+        context::{log_request, TrustedProxies},
+        cookie,
+        cookie::CookieSettings,
+        csrf,
+        csrf::PublicOrigin,
+    },
     web::{ApiError, AppState},
 };
 
@@ -176,6 +182,7 @@ impl Gateway {
             cookies,
         } = self;
         let origin = Data::new(PublicOrigin(config.origin()));
+        let trusted = Data::new(TrustedProxies(config.trusted_proxy_nets()?));
         let proxy = Data::new(proxy::Proxy::new(&config));
         let cookie_data = Data::new(cookies);
         let metrics_here = config.metrics.enabled && config.metrics.public;
@@ -192,6 +199,7 @@ impl Gateway {
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(origin.clone())
+                .app_data(trusted.clone())
                 .app_data(cookie_data.clone())
                 .app_data(proxy.clone())
                 .app_data(Data::new(proxy::upstream_client()))

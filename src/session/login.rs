@@ -37,18 +37,19 @@ impl Sessions {
             &email,
             &client.ip,
         );
-        if let ThrottleVerdict::Locked { retry_after_ms } = throttle.check(now).await? {
+        // Reserved before Argon2 runs: parallel guesses are counted before they are checked.
+        if let ThrottleVerdict::Locked { retry_after_ms } = throttle.reserve(now).await? {
             return Err(throttled(retry_after_ms, &client));
         }
         let user = match self.check_credentials(&email, password).await? {
             Credentials::Valid(user) => user,
             Credentials::Refused { failure, user_id } => {
+                // The reserved attempt stays counted: it was a failure.
                 refused(failure, user_id.as_deref(), &client);
-                throttle.count_failure(now).await?;
                 return Err(SessionError::BadCredentials);
             }
         };
-        throttle.reset().await?;
+        throttle.succeeded().await?;
         if let Some(previous) = previous {
             self.end_replaced(&previous, now).await?;
         }

@@ -1,24 +1,31 @@
-//! Login throttling: which failures count against whom, and the three steps a login takes —
-//! check before the password is verified, count a failure, reset after a success.
+//! Login throttling: which attempts count against whom, and the two steps a login takes —
+//! reserve the attempt before the password is checked, and give it back after a success.
 //!
-//! Failures are counted under two keys: the email and client address together (`pair`), and
-//! the address alone (`ip`). The store sees only hashes of them, never an email or address;
-//! the policy's arithmetic lives with [`ThrottlePolicy`] in the store, which applies it
-//! atomically.
+//! Attempts are counted under three keys: the email and client address together (`pair`),
+//! the address alone (`ip`), and the email alone (`account`, across addresses: credential
+//! stuffing). Each is reserved atomically in the store before Argon2 runs, so N attempts in
+//! parallel — on one gateway or many — evaluate at most the free allowance; the rest are
+//! refused with the delay's end. The store sees only hashes of emails and addresses; the
+//! policy's arithmetic lives with [`ThrottlePolicy`] in the store, which applies it atomically.
+//!
+//! The trade-off of the `account` key: it slows an attacker who guesses one account's
+//! password from many addresses, and it slows the owner too while that goes on — but never
+//! by more than `max_delay` at a time, and the owner's own `pair` and `ip` keys are untouched.
 
 use base64::Engine as _;
 
 use crate::{
     clock::{duration_ms, Millis},
     config::ThrottleConfig,
-    store::{Store, StoreError, ThrottlePolicy},
+    store::{Reservation, Store, StoreError, ThrottlePolicy},
 };
 
-/// Login throttling: one policy per email and address pair, one per address.
+/// Login throttling: one policy per email and address pair, per address, per email.
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottleSettings {
     pub pair: ThrottlePolicy,
     pub ip: ThrottlePolicy,
+    pub account: ThrottlePolicy,
 }
 
 impl ThrottleSettings {
@@ -33,6 +40,7 @@ impl ThrottleSettings {
         t.enabled.then(|| Self {
             pair: policy(t.free_attempts),
             ip: policy(t.ip_free_attempts),
+            account: policy(t.account_free_attempts),
         })
     }
 }
@@ -40,11 +48,10 @@ impl ThrottleSettings {
 /// Whether a login may go on to the password check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThrottleVerdict {
+    /// Reserved under every key: check the password.
     Free,
-    /// Too many recent failures under one of the keys: refuse without verifying anything.
-    Locked {
-        retry_after_ms: Millis,
-    },
+    /// A delay runs under one of the keys: refuse without verifying anything.
+    Locked { retry_after_ms: Millis },
 }
 
 /// The throttle of one login attempt: its keys, and the policies they are counted under
@@ -54,6 +61,7 @@ pub struct Throttle<'a> {
     settings: Option<&'a ThrottleSettings>,
     pair_key: String,
     ip_key: String,
+    account_key: String,
 }
 
 impl<'a> Throttle<'a> {
@@ -69,41 +77,44 @@ impl<'a> Throttle<'a> {
             settings,
             pair_key: key("pair", &[email, ip]),
             ip_key: key("ip", &[ip]),
+            account_key: key("acct", &[email]),
         }
     }
 
-    /// Is either key locked at `now`? (One store round trip.)
-    pub async fn check(&self, now: Millis) -> Result<ThrottleVerdict, StoreError> {
-        if self.settings.is_none() {
+    /// Reserves this attempt under every key (one store round trip each). If one refuses,
+    /// the reservations already made are given back and the attempt is refused.
+    pub async fn reserve(&self, now: Millis) -> Result<ThrottleVerdict, StoreError> {
+        let Some(settings) = self.settings else {
             return Ok(ThrottleVerdict::Free);
+        };
+        let keys = [
+            (&self.pair_key, &settings.pair),
+            (&self.ip_key, &settings.ip),
+            (&self.account_key, &settings.account),
+        ];
+        for (reserved, (key, policy)) in keys.iter().enumerate() {
+            if let Reservation::Refused { until } =
+                self.store.throttle_reserve(key, policy, now).await?
+            {
+                for (key, _) in &keys[..reserved] {
+                    self.store.throttle_refund(key).await?;
+                }
+                return Ok(ThrottleVerdict::Locked {
+                    retry_after_ms: until - now,
+                });
+            }
         }
-        let keys = [self.pair_key.clone(), self.ip_key.clone()];
-        Ok(match self.store.throttle_locked(&keys, now).await? {
-            Some(until) => ThrottleVerdict::Locked {
-                retry_after_ms: until - now,
-            },
-            None => ThrottleVerdict::Free,
-        })
+        Ok(ThrottleVerdict::Free)
     }
 
-    /// Counts one failed login under both keys.
-    pub async fn count_failure(&self, now: Millis) -> Result<(), StoreError> {
-        if let Some(settings) = self.settings {
-            self.store
-                .throttle_fail(&self.pair_key, &settings.pair, now)
-                .await?;
-            self.store
-                .throttle_fail(&self.ip_key, &settings.ip, now)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// After a successful login: forgets the pair's failures. The address keeps its count,
-    /// so one good account does not reopen an address that guesses at others.
-    pub async fn reset(&self) -> Result<(), StoreError> {
+    /// After a successful login: forgets the pair's attempts, and gives this attempt back to
+    /// the address and the account (which keep counting others' failures: one good account
+    /// does not reopen an address that guesses at others).
+    pub async fn succeeded(&self) -> Result<(), StoreError> {
         if self.settings.is_some() {
             self.store.throttle_reset(&self.pair_key).await?;
+            self.store.throttle_refund(&self.ip_key).await?;
+            self.store.throttle_refund(&self.account_key).await?;
         }
         Ok(())
     }

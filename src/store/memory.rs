@@ -11,8 +11,8 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    family_expiry, FamilyInfo, FamilyState, NewFamily, RevokeOutcome, RevokeReason, RotateOutcome,
-    RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+    family_expiry, FamilyInfo, FamilyState, NewFamily, Reservation, RevokeOutcome, RevokeReason,
+    RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
 };
 use crate::{clock::Millis, tokens::hashes_equal};
 
@@ -242,26 +242,12 @@ impl Store for MemoryStore {
         Ok(live)
     }
 
-    async fn throttle_locked(
-        &self,
-        keys: &[String],
-        now: Millis,
-    ) -> Result<Option<Millis>, StoreError> {
-        let inner = self.lock()?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| inner.throttles.get(k))
-            .filter(|(_, until, forget)| now < *forget && now < *until)
-            .map(|(_, until, _)| *until)
-            .max())
-    }
-
-    async fn throttle_fail(
+    async fn throttle_reserve(
         &self,
         key: &str,
         policy: &ThrottlePolicy,
         now: Millis,
-    ) -> Result<Option<Millis>, StoreError> {
+    ) -> Result<Reservation, StoreError> {
         let mut inner = self.lock()?;
         if inner.throttles.len() >= MAX_THROTTLE_KEYS {
             inner.throttles.retain(|_, (_, _, forget)| now < *forget);
@@ -270,13 +256,23 @@ impl Store for MemoryStore {
         if now >= entry.2 {
             *entry = (0, 0, 0);
         }
+        if now < entry.1 {
+            return Ok(Reservation::Refused { until: entry.1 });
+        }
         entry.0 += 1;
-        let until = policy.locked_until(entry.0, now);
-        if let Some(until) = until {
+        let delay_until = policy.delay_after(entry.0, now);
+        if let Some(until) = delay_until {
             entry.1 = until;
         }
-        entry.2 = now + policy.window_ms + until.map_or(0, |u| u - now);
-        Ok(until)
+        entry.2 = now + policy.window_ms + delay_until.map_or(0, |u| u - now);
+        Ok(Reservation::Granted { delay_until })
+    }
+
+    async fn throttle_refund(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(entry) = self.lock()?.throttles.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
+        Ok(())
     }
 
     async fn throttle_reset(&self, key: &str) -> Result<(), StoreError> {

@@ -6,8 +6,8 @@ use std::{future::Future, sync::Arc, time::Instant};
 use async_trait::async_trait;
 
 use super::{
-    FamilyInfo, FamilyState, Liveness, NewFamily, RevokeOutcome, RevokeReason, RotateOutcome,
-    RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+    FamilyInfo, FamilyState, Liveness, NewFamily, Reservation, RevokeOutcome, RevokeReason,
+    RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
 };
 use crate::clock::Millis;
 
@@ -89,21 +89,21 @@ impl Store for Metered {
         timed("user_families", self.0.user_families(user_id, now)).await
     }
 
-    async fn throttle_locked(
-        &self,
-        keys: &[String],
-        now: Millis,
-    ) -> Result<Option<Millis>, StoreError> {
-        timed("throttle_locked", self.0.throttle_locked(keys, now)).await
-    }
-
-    async fn throttle_fail(
+    async fn throttle_reserve(
         &self,
         key: &str,
         policy: &ThrottlePolicy,
         now: Millis,
-    ) -> Result<Option<Millis>, StoreError> {
-        timed("throttle_fail", self.0.throttle_fail(key, policy, now)).await
+    ) -> Result<Reservation, StoreError> {
+        timed(
+            "throttle_reserve",
+            self.0.throttle_reserve(key, policy, now),
+        )
+        .await
+    }
+
+    async fn throttle_refund(&self, key: &str) -> Result<(), StoreError> {
+        timed("throttle_refund", self.0.throttle_refund(key)).await
     }
 
     async fn throttle_reset(&self, key: &str) -> Result<(), StoreError> {

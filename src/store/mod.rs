@@ -183,9 +183,11 @@ pub enum RotateOutcome {
     Expired,
 }
 
-/// How failed logins turn into delays: after `free` failures under one key, each further
-/// failure locks the key for `base_ms`, doubling up to `max_ms`; a key is forgotten
-/// `window_ms` after its last failure (or after its lock ends, if later).
+/// How login attempts turn into delays: the first `free` attempts under one key are free; the
+/// attempt that reaches `free` starts a delay of `base_ms`, and each attempt after a delay
+/// has run out doubles it, up to `max_ms`. While a delay runs, attempts are refused and not
+/// counted. A key is forgotten `window_ms` after its last attempt (or after its delay ends,
+/// if later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
     pub free: u32,
@@ -195,12 +197,21 @@ pub struct ThrottlePolicy {
 }
 
 impl ThrottlePolicy {
-    /// The lock after the `failures`-th failure at `now`: `None` while still free.
-    pub fn locked_until(&self, failures: u64, now: Millis) -> Option<Millis> {
-        let over = failures.checked_sub(u64::from(self.free))?.checked_sub(1)?;
+    /// The delay the `attempts`-th attempt at `now` starts: `None` before the allowance.
+    pub fn delay_after(&self, attempts: u64, now: Millis) -> Option<Millis> {
+        let over = attempts.checked_sub(u64::from(self.free))?;
         let factor = 1i64 << over.min(40);
         Some(now + self.base_ms.saturating_mul(factor).min(self.max_ms))
     }
+}
+
+/// The store's answer to one reserved login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Counted; go on. `Some(until)`: this attempt started a delay for the next ones.
+    Granted { delay_until: Option<Millis> },
+    /// A delay runs until `until`: refused, not counted.
+    Refused { until: Millis },
 }
 
 /// Users and families, shared by every gateway instance.
@@ -244,20 +255,17 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Vec<FamilyInfo>, StoreError>;
 
-    /// The latest lock among the throttle `keys` that is still in force at `now` (one round
-    /// trip). Keys are opaque (the caller hashes emails and addresses).
-    async fn throttle_locked(
-        &self,
-        keys: &[String],
-        now: Millis,
-    ) -> Result<Option<Millis>, StoreError>;
-    /// Counts one failure under `key`; returns the lock it causes, if any.
-    async fn throttle_fail(
+    /// Reserves one login attempt under the throttle `key` (opaque: the caller hashes emails
+    /// and addresses), atomically: counted before the password is checked, so parallel
+    /// attempts cannot all slip through. One round trip.
+    async fn throttle_reserve(
         &self,
         key: &str,
         policy: &ThrottlePolicy,
         now: Millis,
-    ) -> Result<Option<Millis>, StoreError>;
+    ) -> Result<Reservation, StoreError>;
+    /// Gives one reserved attempt back (the login succeeded).
+    async fn throttle_refund(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets `key`'s failures.
     async fn throttle_reset(&self, key: &str) -> Result<(), StoreError>;
 }

@@ -8,6 +8,7 @@ use actix_web::{
     dev::{ServiceRequest, ServiceResponse},
     http::header::{self, HeaderMap},
     middleware::Next,
+    web::Data,
     HttpMessage as _, HttpRequest,
 };
 
@@ -58,31 +59,130 @@ pub fn valid_request_id(headers: &HeaderMap) -> Option<String> {
     ok.then(|| id.to_owned())
 }
 
+/// The proxies in front of the gateway (`trusted_proxies`): only their forwarding headers are
+/// believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Is `req`'s peer a trusted proxy?
+    fn forwarded(req: &HttpRequest) -> bool {
+        let peer = req.peer_addr().map(|a| a.ip());
+        match (req.app_data::<Data<TrustedProxies>>(), peer) {
+            (Some(trusted), Some(peer)) => trusted.contains(peer),
+            _ => false,
+        }
+    }
+}
+
 /// The client's address: the one decision behind login throttling, logs, the session list
-/// and the `X-Forwarded-For` sent upstream. Today the connection's peer; client-sent
-/// forwarding headers are never believed.
+/// and the `X-Forwarded-For` sent upstream. The connection's peer — unless the peer is a
+/// trusted proxy: then the rightmost address of `Forwarded` (or, without it,
+/// `X-Forwarded-For`) that is not itself a trusted proxy. Anything left of that address was
+/// written by the client and is never believed.
 pub fn client_address(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|addr| addr.ip())
+    let peer = req.peer_addr().map(|addr| addr.ip());
+    let Some(trusted) = req.app_data::<Data<TrustedProxies>>() else {
+        return peer;
+    };
+    if !peer.is_some_and(|p| trusted.contains(p)) {
+        return peer;
+    }
+    let hops = forwarded_for(req.headers());
+    for hop in hops.iter().rev() {
+        match hop {
+            Some(ip) if trusted.contains(*ip) => continue,
+            Some(ip) => return Some(*ip),
+            // A hop the proxies wrote that is not an address (`unknown`, obfuscated): the
+            // chain cannot be followed further; the last trusted proxy is the best answer.
+            None => break,
+        }
+    }
+    peer
+}
+
+/// The hops of `Forwarded: for=…` (RFC 7239) when present, else of `X-Forwarded-For`, in
+/// order; `None` for a hop that is not an IP address.
+fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let values = |name| {
+        headers
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+    };
+    let forwarded = values(header::FORWARDED);
+    if !forwarded.is_empty() {
+        return forwarded
+            .iter()
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| node_ip(v.trim()))
+                })
+            })
+            .collect();
+    }
+    values(header::HeaderName::from_static("x-forwarded-for"))
+        .iter()
+        .map(|hop| node_ip(hop))
+        .collect()
+}
+
+/// An address from a forwarding hop: `1.2.3.4`, `1.2.3.4:80`, `"[2001:db8::1]:443"`.
+fn node_ip(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim_matches('"');
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    hop.rsplit_once(':')?.0.parse().ok()
+}
+
+/// The last value of a forwarding header a trusted proxy set (it appends, or sets one).
+fn last_forwarded<'a>(req: &'a HttpRequest, name: &'static str) -> Option<&'a str> {
+    if !TrustedProxies::forwarded(req) {
+        return None;
+    }
+    req.headers()
+        .get_all(name)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .rfind(|v| !v.is_empty())
 }
 
 /// The host the browser asked for: its `Host` header (HTTP/1.1) or the URI's authority
-/// (HTTP/2), never a client's `X-Forwarded-Host` or `Forwarded`.
+/// (HTTP/2) — or, from a trusted proxy, its `X-Forwarded-Host`. Never a client's.
 pub fn requested_host(req: &HttpRequest) -> String {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
+    last_forwarded(req, "x-forwarded-host")
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or_default()
         .to_owned()
 }
 
-/// The scheme the browser used to reach this listener (`https` on a TLS listener), never a
-/// client's `X-Forwarded-Proto` or `Forwarded`.
+/// The scheme the browser used: `https` on a TLS listener — or, from a trusted proxy, its
+/// `X-Forwarded-Proto` (`http` or `https`). Never a client's.
 pub fn requested_scheme(req: &HttpRequest) -> &'static str {
-    if req.app_config().secure() {
-        "https"
-    } else {
-        "http"
+    match last_forwarded(req, "x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        Some(p) if p.eq_ignore_ascii_case("http") => "http",
+        _ if req.app_config().secure() => "https",
+        _ => "http",
     }
 }
 
@@ -167,6 +267,68 @@ mod tests {
             .to_http_request();
         assert_eq!(requested_host(&req), "app.example:8443");
         assert_eq!(requested_scheme(&req), "http");
+    }
+
+    fn behind(trusted: &[&str], peer: &str, pairs: &[(&'static str, &'static str)]) -> HttpRequest {
+        let nets = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        let mut req = actix_web::test::TestRequest::default()
+            .peer_addr(peer.parse().unwrap())
+            .app_data(Data::new(TrustedProxies(nets)));
+        for (k, v) in pairs {
+            req = req.insert_header((*k, *v));
+        }
+        req.to_http_request()
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_client_is_the_rightmost_untrusted_hop() {
+        let lb = ["10.0.0.0/8"];
+        let req = behind(
+            &lb,
+            "10.0.0.2:1234",
+            &[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.7")],
+        );
+        assert_eq!(client_address(&req), Some("203.0.113.9".parse().unwrap()));
+        let req = behind(
+            &lb,
+            "10.0.0.2:1234",
+            &[(
+                "forwarded",
+                "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https",
+            )],
+        );
+        assert_eq!(client_address(&req), Some("2001:db8::1".parse().unwrap()));
+        // Only the proxy itself is trusted: an untrusted peer's headers are ignored.
+        let req = behind(&lb, "192.0.2.1:1234", &[("x-forwarded-for", "203.0.113.9")]);
+        assert_eq!(client_address(&req), Some("192.0.2.1".parse().unwrap()));
+        // A chain of trusted proxies only: the nearest one.
+        let req = behind(&lb, "10.0.0.2:1234", &[("x-forwarded-for", "10.0.0.9")]);
+        assert_eq!(client_address(&req), Some("10.0.0.2".parse().unwrap()));
+        let req = behind(
+            &lb,
+            "10.0.0.2:1234",
+            &[("x-forwarded-for", "garbage, 10.0.0.9")],
+        );
+        assert_eq!(client_address(&req), Some("10.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn behind_trusted_proxies_their_proto_and_host_are_believed() {
+        let pairs = [
+            ("host", "lb.internal"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "app.example"),
+        ];
+        let req = behind(&["10.0.0.0/8"], "10.0.0.2:1", &pairs);
+        assert_eq!(
+            (requested_scheme(&req), requested_host(&req).as_str()),
+            ("https", "app.example")
+        );
+        let req = behind(&["10.0.0.0/8"], "192.0.2.1:1", &pairs);
+        assert_eq!(
+            (requested_scheme(&req), requested_host(&req).as_str()),
+            ("http", "lb.internal")
+        );
     }
 
     #[test]

@@ -46,7 +46,8 @@ fn retry_after(res: &reqwest::Response) -> Option<String> {
 #[actix_web::test]
 async fn repeated_failures_get_429_with_a_doubling_retry_after_and_success_resets() {
     let gw = throttled_gateway(2, 50).await;
-    for _ in 0..3 {
+    // Two attempts are free; the second starts a delay.
+    for _ in 0..2 {
         assert_eq!(attempt(&gw, EMAIL, "wrong password").await.status(), 401);
     }
     // Locked for 1 s: even the right password is refused, without running Argon2.
@@ -65,10 +66,9 @@ async fn repeated_failures_get_429_with_a_doubling_retry_after_and_success_reset
 
     gw.clock.advance(Duration::from_secs(2));
     assert_eq!(attempt(&gw, EMAIL, PASSWORD).await.status(), 200);
-    // The success reset this email's counter: two failures are free again.
-    for _ in 0..2 {
-        assert_eq!(attempt(&gw, EMAIL, "wrong password").await.status(), 401);
-    }
+    // The success reset this email's counter (its attempt had started a 4 s delay): the
+    // allowance is free again.
+    assert_eq!(attempt(&gw, EMAIL, "wrong password").await.status(), 401);
     assert_eq!(attempt(&gw, EMAIL, PASSWORD).await.status(), 200);
 }
 
@@ -94,7 +94,7 @@ async fn unknown_emails_are_throttled_exactly_like_known_ones() {
 #[actix_web::test]
 async fn failures_from_one_address_throttle_every_email_from_it() {
     let gw = throttled_gateway(10, 3).await;
-    for n in 0..4 {
+    for n in 0..3 {
         let email = format!("guess{n}@example.com");
         assert_eq!(attempt(&gw, &email, "wrong password").await.status(), 401);
     }
@@ -109,10 +109,107 @@ async fn throttling_holds_across_gateway_instances() {
     let config = throttled(redis.config(), 2, 50);
     let a = TestGateway::start(config.clone(), EMAIL).await;
     let b = TestGateway::join(config).await;
-    for _ in 0..3 {
+    for _ in 0..2 {
         assert_eq!(attempt(&a, EMAIL, "wrong password").await.status(), 401);
     }
     assert_eq!(attempt(&b, EMAIL, PASSWORD).await.status(), 429);
+}
+
+/// Sends `n` wrong passwords for one account at once, spread over `gateways`; how many were
+/// evaluated (401) and how many refused before Argon2 (429).
+async fn parallel_guesses(gateways: &[&TestGateway], n: usize) -> (usize, usize) {
+    let guesses = (0..n).map(|i| attempt(gateways[i % gateways.len()], EMAIL, "guess"));
+    let statuses: Vec<u16> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let count = |s| statuses.iter().filter(|x| **x == s).count();
+    assert_eq!(count(401) + count(429), n, "{statuses:?}");
+    (count(401), count(429))
+}
+
+#[actix_web::test]
+async fn parallel_guesses_evaluate_at_most_the_free_allowance() {
+    let gw = throttled_gateway(5, 50).await;
+    assert_eq!(parallel_guesses(&[&gw], 50).await, (5, 45));
+}
+
+#[actix_web::test]
+async fn parallel_guesses_across_instances_evaluate_at_most_the_free_allowance() {
+    let redis = TestRedis::new();
+    let config = throttled(redis.config(), 5, 50);
+    let a = TestGateway::start(config.clone(), EMAIL).await;
+    let b = TestGateway::join(config).await;
+    assert_eq!(parallel_guesses(&[&a, &b], 50).await, (5, 45));
+}
+
+/// A login for `EMAIL` with `password`, as a proxy in front would send it for a browser at
+/// `ip`; its status.
+async fn forwarded_attempt(gw: &TestGateway, ip: &str, password: &str) -> u16 {
+    forwarded_login(gw, EMAIL, ip, password).await
+}
+
+async fn forwarded_login(gw: &TestGateway, email: &str, ip: &str, password: &str) -> u16 {
+    let login = login_request(gw, email, password).header("x-forwarded-for", ip.to_owned());
+    status(login).await
+}
+
+/// The gateway behind a load balancer at 127.0.0.1 (the tests' peer address).
+fn behind_a_load_balancer(mut config: Config) -> Config {
+    config.trusted_proxies = vec!["127.0.0.1/32".into()];
+    config
+}
+
+#[actix_web::test]
+async fn behind_a_trusted_proxy_each_browser_is_throttled_on_its_own_address() {
+    let gw = TestGateway::start(
+        behind_a_load_balancer(throttled(test_config(), 10, 3)),
+        EMAIL,
+    )
+    .await;
+    // Someone guesses made-up emails: their address runs out of attempts...
+    for n in 0..3 {
+        let email = format!("guess{n}@example.com");
+        assert_eq!(forwarded_login(&gw, &email, "198.51.100.1", "x").await, 401);
+    }
+    assert_eq!(forwarded_attempt(&gw, "198.51.100.1", PASSWORD).await, 429);
+    // ...and only theirs: the real user, behind the same load balancer, signs in.
+    assert_eq!(forwarded_attempt(&gw, "203.0.113.7", PASSWORD).await, 200);
+}
+
+#[actix_web::test]
+async fn forged_forwarding_headers_change_nothing_without_a_trusted_proxy() {
+    let gw = throttled_gateway(10, 3).await;
+    for n in 0..3 {
+        let forged = format!("198.51.100.{n}");
+        let email = format!("guess{n}@example.com");
+        assert_eq!(forwarded_login(&gw, &email, &forged, "x").await, 401);
+    }
+    // Every guess came from the peer address, whatever the header said.
+    assert_eq!(forwarded_attempt(&gw, "203.0.113.7", PASSWORD).await, 429);
+}
+
+#[actix_web::test]
+async fn guesses_for_one_account_from_many_addresses_are_slowed_but_never_past_max_delay() {
+    let mut config = behind_a_load_balancer(throttled(test_config(), 100, 100));
+    config.throttle.account_free_attempts = 3;
+    config.throttle.max_delay = Duration::from_secs(4);
+    let gw = TestGateway::start(config, EMAIL).await;
+    // Each guess from a different address (the pair and address keys never fill up).
+    for n in 0..3 {
+        let guess = forwarded_attempt(&gw, &format!("198.51.100.{n}"), "guess").await;
+        assert_eq!(guess, 401);
+    }
+    // The account's allowance is spent: the owner, from an address of their own, waits too.
+    assert_eq!(forwarded_attempt(&gw, "203.0.113.7", PASSWORD).await, 429);
+    // The delays double, but never past max_delay: after it, the owner is let in.
+    for wait in [1, 2, 4, 4] {
+        gw.clock.advance(Duration::from_secs(wait));
+        assert_eq!(forwarded_attempt(&gw, "198.51.100.9", "guess").await, 401);
+    }
+    gw.clock.advance(Duration::from_secs(4));
+    assert_eq!(forwarded_attempt(&gw, "203.0.113.7", PASSWORD).await, 200);
 }
 
 fn key(fill: u8) -> Redacted {

@@ -8,8 +8,9 @@ use crate::common;
 use bffgate::{
     clock::{Clock as _, Millis, SystemClock},
     store::{
-        memory::MemoryStore, revoke_user_families, FamilyState, Liveness, NewFamily, RevokeOutcome,
-        RevokeReason, RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+        memory::MemoryStore, revoke_user_families, FamilyState, Liveness, NewFamily, Reservation,
+        RevokeOutcome, RevokeReason, RotateOutcome, RotateRequest, Store, StoreError,
+        ThrottlePolicy, UserRecord,
     },
     tokens::new_id,
 };
@@ -398,61 +399,76 @@ const POLICY: ThrottlePolicy = ThrottlePolicy {
     window_ms: MIN,
 };
 
-async fn throttle_locks_after_free_failures_and_doubles(store: Arc<dyn Store>) {
+fn granted(delay_until: Option<Millis>) -> Reservation {
+    Reservation::Granted { delay_until }
+}
+
+async fn throttle_delays_after_the_free_attempts_and_doubles(store: Arc<dyn Store>) {
     let t0 = SystemClock.now_ms();
     let key = format!("pair:{}", new_id().unwrap());
-    let keys = [key.clone(), format!("ip:{}", new_id().unwrap())];
-    assert_eq!(store.throttle_fail(&key, &POLICY, t0).await.unwrap(), None);
-    assert_eq!(store.throttle_fail(&key, &POLICY, t0).await.unwrap(), None);
-    assert_eq!(store.throttle_locked(&keys, t0).await.unwrap(), None);
-    // Third failure: locked for 1 s, then 2 s, 4 s, 8 s, and no more than max.
+    let reserve = |now| {
+        let (store, key) = (store.clone(), key.clone());
+        async move { store.throttle_reserve(&key, &POLICY, now).await.unwrap() }
+    };
+    assert_eq!(reserve(t0).await, granted(None));
+    // The attempt that reaches the allowance goes on, and starts a 1 s delay; then 2 s, 4 s,
+    // 8 s, and no more than max.
+    assert_eq!(reserve(t0).await, granted(Some(t0 + 1_000)));
     let mut now = t0;
-    for delay in [1_000, 2_000, 4_000, 8_000, 8_000] {
-        let until = store.throttle_fail(&key, &POLICY, now).await.unwrap();
-        assert_eq!(until, Some(now + delay));
-        assert_eq!(store.throttle_locked(&keys, now).await.unwrap(), until);
-        assert_eq!(
-            store.throttle_locked(&keys, now + delay - 1).await.unwrap(),
-            until
-        );
-        assert_eq!(
-            store.throttle_locked(&keys, now + delay).await.unwrap(),
-            None
-        );
+    let mut delay = 1_000;
+    for next in [2_000, 4_000, 8_000, 8_000] {
+        // While a delay runs, attempts are refused and not counted.
+        for at in [now, now + delay - 1] {
+            assert_eq!(
+                reserve(at).await,
+                Reservation::Refused { until: now + delay }
+            );
+        }
         now += delay;
+        assert_eq!(reserve(now).await, granted(Some(now + next)));
+        delay = next;
     }
 }
 
-async fn throttle_forgets_after_the_window_and_on_reset(store: Arc<dyn Store>) {
+async fn throttle_forgets_after_the_window_on_reset_and_takes_refunds(store: Arc<dyn Store>) {
     let t0 = SystemClock.now_ms();
     let key = format!("pair:{}", new_id().unwrap());
-    for _ in 0..3 {
-        store.throttle_fail(&key, &POLICY, t0).await.unwrap();
-    }
-    // A quiet window after the lock, failures start from zero again.
+    let reserve = |now| {
+        let (store, key) = (store.clone(), key.clone());
+        async move { store.throttle_reserve(&key, &POLICY, now).await.unwrap() }
+    };
+    reserve(t0).await;
+    reserve(t0).await;
+    // A quiet window after the delay: attempts start from zero again.
     let later = t0 + 1_000 + MIN;
-    assert_eq!(
-        store.throttle_fail(&key, &POLICY, later).await.unwrap(),
-        None
-    );
-    store.throttle_fail(&key, &POLICY, later).await.unwrap();
-    assert!(store
-        .throttle_fail(&key, &POLICY, later)
-        .await
-        .unwrap()
-        .is_some());
+    assert_eq!(reserve(later).await, granted(None));
+    // A refund gives the attempt back: the next one is still free.
+    store.throttle_refund(&key).await.unwrap();
+    assert_eq!(reserve(later).await, granted(None));
+    assert_eq!(reserve(later).await, granted(Some(later + 1_000)));
     store.throttle_reset(&key).await.unwrap();
-    assert_eq!(
-        store
-            .throttle_locked(std::slice::from_ref(&key), later)
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        store.throttle_fail(&key, &POLICY, later).await.unwrap(),
-        None
-    );
+    assert_eq!(reserve(later).await, granted(None));
+    // Refunding a key that does not exist creates nothing.
+    let gone = format!("pair:{}", new_id().unwrap());
+    store.throttle_refund(&gone).await.unwrap();
+    let fresh = store.throttle_reserve(&gone, &POLICY, later).await.unwrap();
+    assert_eq!(fresh, granted(None));
+}
+
+async fn parallel_reservations_grant_exactly_the_free_allowance(store: Arc<dyn Store>) {
+    let now = SystemClock.now_ms();
+    let key = format!("pair:{}", new_id().unwrap());
+    let policy = ThrottlePolicy { free: 5, ..POLICY };
+    let attempts = (0..50).map(|_| {
+        let (store, key) = (store.clone(), key.clone());
+        async move { store.throttle_reserve(&key, &policy, now).await.unwrap() }
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let granted = answers
+        .iter()
+        .filter(|a| matches!(a, Reservation::Granted { .. }))
+        .count();
+    assert_eq!(granted, 5);
 }
 
 async fn liveness_agrees_with_the_family_state(store: Arc<dyn Store>) {
@@ -529,8 +545,9 @@ acceptance_suite!(
     an_expired_tombstone_is_expired_not_revoked,
     user_families_lists_only_live_ones,
     zero_grace_window_treats_every_replay_as_reuse,
-    throttle_locks_after_free_failures_and_doubles,
-    throttle_forgets_after_the_window_and_on_reset,
+    throttle_delays_after_the_free_attempts_and_doubles,
+    throttle_forgets_after_the_window_on_reset_and_takes_refunds,
+    parallel_reservations_grant_exactly_the_free_allowance,
     liveness_agrees_with_the_family_state,
 );
 

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, Script};
 
 use super::{
-    family_expiry, FamilyInfo, FamilyState, Liveness, NewFamily, RevokeOutcome, RevokeReason,
-    RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+    family_expiry, FamilyInfo, FamilyState, Liveness, NewFamily, Reservation, RevokeOutcome,
+    RevokeReason, RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
 };
 use crate::clock::Millis;
 use keys::Keys;
@@ -28,7 +28,8 @@ pub struct RedisStore {
     keys: Keys,
     rotate: Script,
     revoke: Script,
-    throttle: Script,
+    throttle_reserve: Script,
+    throttle_refund: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -53,7 +54,8 @@ impl RedisStore {
             keys: Keys::new(prefix),
             rotate: Script::new(include_str!("../lua/rotate_family.lua")),
             revoke: Script::new(include_str!("../lua/revoke_family.lua")),
-            throttle: Script::new(include_str!("../lua/throttle_fail.lua")),
+            throttle_reserve: Script::new(include_str!("../lua/throttle_reserve.lua")),
+            throttle_refund: Script::new(include_str!("../lua/throttle_refund.lua")),
         })
     }
 
@@ -315,33 +317,15 @@ impl Store for RedisStore {
         Ok(live)
     }
 
-    async fn throttle_locked(
-        &self,
-        keys: &[String],
-        now: Millis,
-    ) -> Result<Option<Millis>, StoreError> {
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("HGET").arg(self.keys.throttle(key)).arg("until");
-        }
-        let mut conn = self.conn().await?;
-        let locks: Vec<Option<i64>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        Ok(locks
-            .into_iter()
-            .flatten()
-            .filter(|until| now < *until)
-            .max())
-    }
-
-    async fn throttle_fail(
+    async fn throttle_reserve(
         &self,
         key: &str,
         policy: &ThrottlePolicy,
         now: Millis,
-    ) -> Result<Option<Millis>, StoreError> {
+    ) -> Result<Reservation, StoreError> {
         let mut conn = self.conn().await?;
-        let until: String = self
-            .throttle
+        let reply: Vec<String> = self
+            .throttle_reserve
             .key(self.keys.throttle(key))
             .arg(policy.free)
             .arg(policy.base_ms)
@@ -351,8 +335,23 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let until: Millis = until.parse().map_err(|_| corrupt("throttle reply"))?;
-        Ok((until > 0).then_some(until))
+        let until = |v: &String| v.parse::<Millis>().map_err(|_| corrupt("throttle reply"));
+        match reply.as_slice() {
+            [tag, u] if tag == "refused" => Ok(Reservation::Refused { until: until(u)? }),
+            [tag, u] if tag == "granted" => Ok(Reservation::Granted {
+                delay_until: Some(until(u)?).filter(|u| *u > 0),
+            }),
+            _ => Err(corrupt("throttle reply")),
+        }
+    }
+
+    async fn throttle_refund(&self, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        self.throttle_refund
+            .key(self.keys.throttle(key))
+            .invoke_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
     }
 
     async fn throttle_reset(&self, key: &str) -> Result<(), StoreError> {
