@@ -21,6 +21,7 @@ use std::{net::TcpListener, sync::Arc};
 
 use actix_web::{
     dev::Server,
+    http::Method,
     middleware::{from_fn, DefaultHeaders},
     web::{self as actix, Data},
     App, HttpServer,
@@ -29,7 +30,7 @@ use actix_web::{
 use crate::{
     clock::{Clock, SystemClock},
     config::Config,
-    handlers::metrics::metrics_endpoint,
+    handlers::{endpoint, metrics::metrics_endpoint, openapi},
     password::Passwords,
     session::{SessionSettings, Sessions},
     store::{memory::MemoryStore, metered::Metered, redis::RedisStore, Store},
@@ -44,8 +45,10 @@ use crate::{
     web::{ApiError, AppState},
 };
 
-/// Largest JSON body `/auth/*` accepts.
-const MAX_JSON_BODY: usize = 4 * 1024;
+/// Largest JSON body `/auth/*` accepts: every login body the OpenAPI document allows fits,
+/// however it is escaped (1344 characters at most, each at most 12 bytes as a
+/// `\uXXXX\uXXXX` surrogate pair).
+const MAX_JSON_BODY: usize = 16 * 1024;
 
 /// Why the gateway could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -78,9 +81,11 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, BuildError> {
 pub fn metrics_server(listener: TcpListener) -> std::io::Result<Server> {
     let handle = Data::new(metrics::handle());
     Ok(HttpServer::new(move || {
-        App::new()
-            .app_data(handle.clone())
-            .route("/metrics", actix::get().to(metrics_endpoint))
+        App::new().app_data(handle.clone()).service(endpoint(
+            "/metrics",
+            Method::GET,
+            metrics_endpoint,
+        ))
     })
     .workers(1)
     .listen(listener)?
@@ -187,6 +192,11 @@ impl Gateway {
         let cookie_data = Data::new(cookies);
         let metrics_here = config.metrics.enabled && config.metrics.public;
         let metrics_handle = Data::new(metrics::handle());
+        let document = Data::new(openapi::Document::new(openapi::Site {
+            cookie_name: &cookie_data.name,
+            public_origin: &origin.0,
+            metrics: metrics_here,
+        }));
         let shutdown = config.shutdown_timeout.as_secs();
         let server = HttpServer::new(move || {
             let json = actix::JsonConfig::default()
@@ -209,6 +219,7 @@ impl Gateway {
                         .error_handler(|err, _req| ApiError::BadRequest(err.to_string()).into()),
                 )
                 .app_data(metrics_handle.clone())
+                .app_data(document.clone())
                 .wrap(cookie_data.middleware())
                 .wrap(from_fn(cookie::clear_when_marked))
                 // Before anything reads (and caches) the request's cookies: only the exact
@@ -216,24 +227,16 @@ impl Gateway {
                 .wrap(from_fn(cookie::reseal_previous))
                 .wrap(from_fn(cookie::exact_name_only))
                 .wrap(from_fn(log_request))
-                .service(handlers::health::healthz)
-                .service(handlers::health::readyz)
-                .service(handlers::health::jwks)
-                .service(handlers::openapi::openapi_json)
+                .configure(handlers::endpoints)
                 .service(
                     actix::scope("/auth")
                         .wrap(from_fn(csrf::require))
                         .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
-                        .service(handlers::auth::login)
-                        .service(handlers::auth::refresh)
-                        .service(handlers::auth::logout)
-                        .service(handlers::auth::logout_all)
-                        .service(handlers::auth::current)
-                        .service(handlers::auth::list)
-                        .service(handlers::auth::revoke),
+                        .configure(handlers::auth::endpoints)
+                        .default_service(actix::to(handlers::unknown)),
                 );
             let app = if metrics_here {
-                app.route("/metrics", actix::get().to(metrics_endpoint))
+                app.service(endpoint("/metrics", Method::GET, metrics_endpoint))
             } else {
                 app
             };

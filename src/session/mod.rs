@@ -98,6 +98,7 @@ impl From<crate::tokens::TokenError> for SessionError {
 /// Who is signed in.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct UserView {
+    #[schema(pattern = "^[A-Za-z0-9_-]{22}$")]
     pub id: String,
     pub email: String,
     pub roles: Vec<String>,

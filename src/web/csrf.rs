@@ -19,6 +19,7 @@ use actix_web::{
     },
     middleware::Next,
     web::Data,
+    ResponseError as _,
 };
 
 use super::problem::ApiError;
@@ -68,9 +69,11 @@ pub fn check(
         return Err(CsrfRejection::MissingHeader);
     }
     if let Some(site) = headers.get("sec-fetch-site") {
+        // Compared exactly: the values are Structured Field tokens, which are case-sensitive
+        // (browsers send them in lower case), and the OpenAPI document lists exactly these.
         let site = site.to_str().unwrap_or("cross-site");
         let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-        match site.to_ascii_lowercase().as_str() {
+        match site {
             "same-origin" | "none" => {}
             "same-site" if safe => {}
             "cross-site" => return Err(CsrfRejection::CrossSite),
@@ -93,7 +96,8 @@ pub fn check_upgrade(headers: &HeaderMap, origin: &str) -> Result<(), CsrfReject
     }
 }
 
-/// Middleware for `/auth/*`; answers 403 `application/problem+json`.
+/// Middleware for `/auth/*`; answers 403 `application/problem+json`. The refusal is an answer,
+/// not an error, so the middleware around it (`Cache-Control: no-store`) still sees it.
 pub async fn require(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -104,15 +108,18 @@ pub async fn require(
         .unwrap_or_default();
     if let Err(rejection) = check(req.method(), req.headers(), &origin, CsrfHeader::Required) {
         tracing::info!(event = "csrf_rejected", reason = ?rejection, path = %req.path(), "request refused");
-        return Err(ApiError::Forbidden(rejection.message()).into());
+        let refusal = ApiError::Forbidden(rejection.message()).error_response();
+        return Ok(req.into_response(refusal).map_into_right_body());
     }
-    next.call(req).await
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::http::header::HeaderValue;
+    use actix_web::http::header::{HeaderName, HeaderValue};
 
     const ORIGIN_OK: &str = "http://localhost:8080";
 
@@ -157,6 +164,22 @@ mod tests {
             assert_eq!(
                 check(&method, &h, ORIGIN_OK, CsrfHeader::Required),
                 Err(CsrfRejection::CrossSite)
+            );
+        }
+    }
+
+    #[test]
+    fn fetch_metadata_values_are_compared_exactly() {
+        for variant in ["Same-Origin", "NONE", "same-origin "] {
+            let mut h = headers(&[("x-csrf", "1")]);
+            h.insert(
+                HeaderName::from_static("sec-fetch-site"),
+                HeaderValue::from_static(variant),
+            );
+            assert_eq!(
+                check(&Method::POST, &h, ORIGIN_OK, CsrfHeader::Required),
+                Err(CsrfRejection::NotSameOrigin),
+                "{variant:?}"
             );
         }
     }

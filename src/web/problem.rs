@@ -19,10 +19,15 @@ pub const RETRY_AFTER_SECONDS: u32 = 2;
 pub struct Problem {
     /// `urn:bffgate:problem:<slug>`, stable.
     #[serde(rename = "type")]
+    #[schema(pattern = "^urn:bffgate:problem:[a-z-]+$")]
     pub kind: String,
     pub title: String,
+    /// The answer's status code.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
+    /// For the client; never internals.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub detail: Option<String>,
 }
 
@@ -49,6 +54,10 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("not found")]
     NotFound,
+    /// A method the path does not answer; the value is the `Allow` header (the methods it
+    /// does answer).
+    #[error("this path answers {0} only")]
+    MethodNotAllowed(String),
     #[error("the session store is unavailable")]
     Unavailable(String),
     #[error("the upstream could not be reached")]
@@ -71,6 +80,7 @@ impl ApiError {
             Self::TooManyStreams => "too-many-streams",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not-found",
+            Self::MethodNotAllowed(_) => "method-not-allowed",
             Self::Unavailable(_) => "store-unavailable",
             Self::BadGateway => "bad-gateway",
             Self::GatewayTimeout => "gateway-timeout",
@@ -89,6 +99,7 @@ impl ApiError {
             Self::TooManyStreams => "Too many open streams",
             Self::Forbidden(_) => "Forbidden",
             Self::NotFound => "Not found",
+            Self::MethodNotAllowed(_) => "Method not allowed",
             Self::Unavailable(_) => "Temporarily unavailable",
             Self::BadGateway => "Bad gateway",
             Self::GatewayTimeout => "Gateway timeout",
@@ -110,6 +121,7 @@ impl ApiError {
             | Self::TooManyRequests(_)
             | Self::TooManyStreams
             | Self::PayloadTooLarge
+            | Self::MethodNotAllowed(_)
             | Self::BadGateway
             | Self::GatewayTimeout => Some(self.to_string()),
             _ => None,
@@ -127,6 +139,7 @@ impl ResponseError for ApiError {
             Self::TooManyRequests(_) | Self::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -156,6 +169,9 @@ impl ResponseError for ApiError {
             }
             Self::TooManyRequests(seconds) => {
                 response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+            }
+            Self::MethodNotAllowed(allow) => {
+                response.insert_header((header::ALLOW, allow.as_str()));
             }
             _ => {}
         }

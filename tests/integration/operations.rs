@@ -1,7 +1,8 @@
 //! Operations over real HTTP: login throttling (on the memory store, and across instances on a
 //! real `redis-server`), cookie and signing key rotation without logging anyone out (instances
 //! sharing a real `redis-server`), and the OpenAPI document checked against the routes the
-//! gateway answers.
+//! gateway answers: exactly the declared methods (405 with `Allow` for any other), the limits
+//! it states enforced as stated, and the gateway's own cookie, origin and CSRF rules in it.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -328,7 +329,7 @@ async fn openapi_document_matches_the_routes_that_exist() {
             documented.insert((method.to_uppercase(), path.clone()));
         }
     }
-    let expected: BTreeSet<(String, String)> = [
+    let mut expected: BTreeSet<(String, String)> = [
         ("POST", "/auth/login"),
         ("POST", "/auth/refresh"),
         ("POST", "/auth/logout"),
@@ -339,12 +340,16 @@ async fn openapi_document_matches_the_routes_that_exist() {
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
-        ("GET", "/metrics"),
         ("GET", "/openapi.json"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))
     .collect();
+    // `/metrics` is listed exactly when this listener serves it (see the metrics
+    // configuration).
+    if status(raw_client().get(gw.url("/metrics"))).await == 200 {
+        expected.insert(("GET".to_owned(), "/metrics".to_owned()));
+    }
     assert_eq!(
         documented, expected,
         "the document lists the gateway's endpoints"
@@ -372,4 +377,201 @@ async fn openapi_document_matches_the_routes_that_exist() {
             "{method} {path} answered {status}, documented {statuses:?}"
         );
     }
+}
+
+/// Every method the document declares for `path`, upper-case.
+fn declared_methods(doc: &Value, path: &str) -> BTreeSet<String> {
+    doc["paths"][path]
+        .as_object()
+        .expect("a documented path")
+        .keys()
+        .map(|m| m.to_uppercase())
+        .collect()
+}
+
+#[actix_web::test]
+async fn undeclared_methods_on_the_gateways_own_paths_answer_405_with_allow() {
+    let gw = TestGateway::memory(EMAIL).await;
+    let doc: Value = json(raw_client().get(gw.url("/openapi.json"))).await;
+    let paths: Vec<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .cloned()
+        .collect();
+    assert!(paths.iter().any(|p| p == "/readyz"), "{paths:?}");
+    let methods = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+    ];
+    for path in &paths {
+        let declared = declared_methods(&doc, path);
+        let url = gw.url(&path.replace("{id}", "no-such-session"));
+        for method in methods.iter().filter(|m| !declared.contains(**m)) {
+            let res = raw_client()
+                .request(method.parse().expect("method"), &url)
+                .header("x-csrf", "1")
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(res.status(), 405, "{method} {path}");
+            let allow: BTreeSet<String> = res
+                .headers()
+                .get("allow")
+                .unwrap_or_else(|| panic!("{method} {path}: no Allow header"))
+                .to_str()
+                .expect("ascii")
+                .split(',')
+                .map(|m| m.trim().to_owned())
+                .collect();
+            assert_eq!(allow, declared, "{method} {path}: Allow");
+            if *method != "HEAD" {
+                assert_eq!(
+                    res.headers()["content-type"],
+                    "application/problem+json",
+                    "{method} {path}"
+                );
+                let problem: Value = res.json().await.expect("problem");
+                assert_eq!(problem["type"], "urn:bffgate:problem:method-not-allowed");
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_gateways_own_paths_never_fall_through_to_the_browser_app() {
+    // A browser app that happens to hold files where the gateway's endpoints live.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("auth")).expect("mkdir");
+    std::fs::write(dir.path().join("auth").join("page.html"), "app").expect("write");
+    std::fs::write(dir.path().join("healthz"), "app").expect("write");
+    let mut config = test_config();
+    config.static_dir = dir.path().to_owned();
+    let gw = TestGateway::start(config, EMAIL).await;
+
+    let unknown = raw_client()
+        .get(gw.url("/auth/page.html"))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        unknown.status(),
+        404,
+        "an unknown /auth path is the gateway's"
+    );
+    assert_eq!(
+        unknown.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(unknown.headers()["cache-control"], "no-store");
+    let head = raw_client()
+        .head(gw.url("/healthz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(head.status(), 405, "HEAD /healthz is not the app's file");
+}
+
+#[actix_web::test]
+async fn login_field_limits_in_the_document_are_the_ones_the_server_enforces() {
+    let mut config = test_config();
+    // Every wrong login below must be judged, not throttled.
+    config.throttle.enabled = false;
+    let gw = TestGateway::start(config, EMAIL).await;
+    let doc: Value = json(raw_client().get(gw.url("/openapi.json"))).await;
+    let body = &doc["components"]["schemas"]["LoginRequest"];
+    assert_eq!(body["additionalProperties"], false);
+    for field in ["email", "password"] {
+        let schema = &body["properties"][field];
+        let min = schema["minLength"].as_u64().expect("minLength") as usize;
+        let max = schema["maxLength"].as_u64().expect("maxLength") as usize;
+        assert!(min >= 1 && max > min, "{field}: {schema}");
+        // Lengths count characters (code points), as JSON Schema does.
+        for (len, valid) in [(min - 1, false), (min, true), (max, true), (max + 1, false)] {
+            let value = "é".repeat(len);
+            let (email, password) = match field {
+                "email" => (value.as_str(), "wrong password"),
+                _ => (EMAIL, value.as_str()),
+            };
+            let status = status(login_request(&gw, email, password)).await;
+            if valid {
+                assert_eq!(status, 401, "{field} of {len} characters is schema-valid");
+            } else {
+                assert_eq!(status, 400, "{field} of {len} characters is schema-invalid");
+            }
+        }
+    }
+    // Only emptiness is refused: an email of spaces is schema-valid, and simply matches
+    // nobody.
+    assert_eq!(
+        status(login_request(&gw, "   ", "wrong password")).await,
+        401
+    );
+    let unknown_field = raw_client()
+        .post(gw.url("/auth/login"))
+        .header("x-csrf", "1")
+        .json(&serde_json::json!({ "email": EMAIL, "password": PASSWORD, "remember": true }));
+    assert_eq!(status(unknown_field).await, 400);
+}
+
+#[actix_web::test]
+async fn the_document_names_this_gateways_cookie_origin_and_csrf_header() {
+    let mut config = test_config();
+    config.cookie.secure = false;
+    config.public_origin = "http://app.example.test:8080".into();
+    config.metrics.enabled = false;
+    let gw = TestGateway::start(config, EMAIL).await;
+    let doc: Value = json(raw_client().get(gw.url("/openapi.json"))).await;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["session_cookie"]["name"],
+        "bff"
+    );
+    assert!(
+        doc["paths"].get("/metrics").is_none(),
+        "/metrics is not served here, so not documented"
+    );
+    assert_eq!(status(raw_client().get(gw.url("/metrics"))).await, 404);
+
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            let header = |name: &str| {
+                operation["parameters"]
+                    .as_array()
+                    .and_then(|ps| {
+                        ps.iter()
+                            .find(|p| p["in"] == "header" && p["name"] == name)
+                            .cloned()
+                    })
+                    .unwrap_or(Value::Null)
+            };
+            let responses = operation["responses"].as_object().expect("responses");
+            if !path.starts_with("/auth/") {
+                assert!(header("X-CSRF").is_null(), "{method} {path}");
+                continue;
+            }
+            let csrf = header("X-CSRF");
+            assert_eq!(csrf["required"], true, "{method} {path}");
+            assert_eq!(csrf["schema"]["enum"], serde_json::json!(["1"]));
+            assert_eq!(
+                header("Origin")["schema"]["enum"],
+                serde_json::json!(["http://app.example.test:8080"]),
+                "{method} {path}"
+            );
+            assert!(responses.contains_key("403"), "{method} {path}");
+            for (status, response) in responses {
+                let no_store = &response["headers"]["Cache-Control"];
+                assert_eq!(no_store["required"], true, "{method} {path} {status}");
+                assert_eq!(no_store["schema"]["const"], "no-store");
+            }
+        }
+    }
+
+    // The CSRF refusal carries no-store like every other /auth answer.
+    let refused = raw_client()
+        .post(gw.url("/auth/login"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.headers()["cache-control"], "no-store");
 }
