@@ -49,6 +49,11 @@ pub struct Config {
     /// On SIGTERM/SIGINT: stop accepting, then give in-flight requests this long.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// The gateway's own endpoints read a request body within this, counted from its head
+    /// (408 after it), as actix bounds the head itself; proxied routes stream uploads and
+    /// are bound by their route's `timeout` instead.
+    #[serde(with = "humantime_serde")]
+    pub request_body_timeout: Duration,
 }
 
 impl Default for Config {
@@ -66,6 +71,7 @@ impl Default for Config {
             throttle: ThrottleConfig::default(),
             metrics: MetricsConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
+            request_body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -790,6 +796,12 @@ impl Config {
     /// themselves; no check today spans two sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if self.request_body_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "request_body_timeout",
+                "must be more than 0s",
+            ));
+        }
         self.cookie.validate()?;
         self.metrics.validate()?;
         self.throttle.validate()?;

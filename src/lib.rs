@@ -34,7 +34,8 @@ use crate::{
     session::{SessionSettings, Sessions},
     store::{memory::MemoryStore, metered::Metered, redis::RedisStore, Store},
     tokens::{Sealer, Signer},
-    web::{context::log_request, cookie, cookie::CookieSettings, csrf, csrf::PublicOrigin},
+    web::{body_timeout, body_timeout::BodyTimeout, context::log_request, cookie},
+    web::{cookie::CookieSettings, csrf, csrf::PublicOrigin},
     web::{ApiError, AppState},
 };
 
@@ -181,14 +182,16 @@ impl Gateway {
         let metrics_here = config.metrics.enabled && config.metrics.listen.is_none();
         let metrics_handle = Data::new(metrics::handle());
         let shutdown = config.shutdown_timeout.as_secs();
+        let body_timeout = Data::new(BodyTimeout(config.request_body_timeout));
         let server = HttpServer::new(move || {
             let json = actix::JsonConfig::default()
                 .limit(MAX_JSON_BODY)
                 .content_type_required(true)
                 .error_handler(|err, _req| ApiError::from(err).into());
-            // middleware order (outermost first): request log, exact cookie names, re-sealing
-            // of cookies under previous keys, clear-marked cookies, the session cookie; within /auth:
-            // no-store headers, then the CSRF check.
+            // middleware order (outermost first): request log, the request body's time bound
+            // (its 408 is logged), exact cookie names, re-sealing of cookies under previous
+            // keys, clear-marked cookies, the session cookie; within /auth: no-store headers,
+            // then the CSRF check.
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(origin.clone())
@@ -201,12 +204,14 @@ impl Gateway {
                         .error_handler(|err, _req| ApiError::BadRequest(err.to_string()).into()),
                 )
                 .app_data(metrics_handle.clone())
+                .app_data(body_timeout.clone())
                 .wrap(cookie_data.middleware())
                 .wrap(from_fn(cookie::clear_when_marked))
                 // Before anything reads (and caches) the request's cookies: only the exact
                 // name is ours, then cookies sealed under a previous key are re-sealed.
                 .wrap(from_fn(cookie::reseal_previous))
                 .wrap(from_fn(cookie::exact_name_only))
+                .wrap(from_fn(body_timeout::limit))
                 .wrap(from_fn(log_request))
                 .service(handlers::health::healthz)
                 .service(handlers::health::readyz)

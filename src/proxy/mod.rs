@@ -30,6 +30,7 @@ use crate::{
     metrics,
     session::{streams::StreamWatch, Sessions},
     web::{
+        body_timeout,
         context::{client_address, requested_host, requested_scheme, RequestId, RouteLabel},
         cookie::CookieSettings,
         csrf::{self, CsrfHeader, PublicOrigin},
@@ -163,6 +164,8 @@ pub async fn dispatch(
         Choice::Static(path) => return static_files::serve(&req, &proxy.static_dir, &path).await,
         Choice::Route(route, path) => (route, path),
     };
+    // Uploads stream upstream for as long as the route's timeout allows.
+    body_timeout::lift(&req);
     let prefix = &route.config.prefix;
     req.extensions_mut().insert(RouteLabel(prefix.clone()));
     let result = async {

@@ -16,5 +16,6 @@ mod http_auth;
 mod operations;
 mod proxy;
 mod serve;
+mod slow_bodies;
 mod store_acceptance;
 mod streams;
