@@ -14,6 +14,7 @@ pub mod password;
 pub mod proxy;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod web;
 
@@ -33,6 +34,7 @@ use crate::{
     password::Passwords,
     session::{SessionSettings, Sessions},
     store::{memory::MemoryStore, metered::Metered, redis::RedisStore, Store},
+    tls::ServedCert,
     tokens::{Sealer, Signer},
     web::{body_timeout, body_timeout::BodyTimeout, context::log_request, cookie},
     web::{cookie::CookieSettings, csrf, csrf::PublicOrigin},
@@ -87,6 +89,8 @@ pub struct Gateway {
     config: Config,
     state: Data<AppState>,
     cookies: CookieSettings,
+    /// The HTTPS listener's certificate (`[tls]`); none: plain HTTP.
+    tls: Option<Arc<ServedCert>>,
 }
 
 impl Gateway {
@@ -149,6 +153,13 @@ impl Gateway {
         let passwords = Passwords::new(config.password.max_concurrent)
             .map_err(|e| BuildError::Setup(e.to_string()))?;
         let cookies = CookieSettings::new(&config, &master_key).map_err(BuildError::Setup)?;
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(
+                ServedCert::load(&files.cert_file, &files.key_file)
+                    .map_err(|e| BuildError::Setup(e.to_string()))?,
+            )),
+            None => None,
+        };
         let sessions = Sessions::new(
             store,
             passwords,
@@ -161,6 +172,7 @@ impl Gateway {
             config,
             state: Data::new(AppState { sessions, signer }),
             cookies,
+            tls,
         })
     }
 
@@ -169,12 +181,15 @@ impl Gateway {
         Arc::clone(self.state.sessions.store())
     }
 
-    /// Starts serving on `listener`; the returned server runs when awaited or spawned.
+    /// Starts serving on `listener` — HTTPS when `[tls]` is configured, reloading its
+    /// certificate on SIGHUP — and returns the server, which runs when awaited or spawned.
+    /// Call it inside the actix runtime.
     pub fn serve(self, listener: TcpListener) -> Result<Server, BuildError> {
         let Self {
             config,
             state,
             cookies,
+            tls,
         } = self;
         let origin = Data::new(PublicOrigin(config.origin()));
         let proxy = Data::new(proxy::Proxy::new(&config));
@@ -236,10 +251,21 @@ impl Gateway {
             };
             app.default_service(actix::to(proxy::dispatch))
         })
-        .listen(listener)?
-        .shutdown_timeout(shutdown)
-        .run();
-        Ok(server)
+        .shutdown_timeout(shutdown);
+        let server = match tls {
+            // actix marks the listener secure (`requested_scheme` answers https) and adds
+            // the h2 and http/1.1 ALPN protocols.
+            Some(cert) => {
+                #[cfg(unix)]
+                actix_web::rt::spawn(cert.reload_on_hangup()?);
+                let tls = cert
+                    .server_config()
+                    .map_err(|e| BuildError::Setup(format!("tls: {e}")))?;
+                server.listen_rustls_0_23(listener, tls)?
+            }
+            None => server.listen(listener)?,
+        };
+        Ok(server.run())
     }
 }
 

@@ -19,3 +19,4 @@ mod serve;
 mod slow_bodies;
 mod store_acceptance;
 mod streams;
+mod tls;
