@@ -216,7 +216,8 @@ async fn a_login_body_trickled_one_byte_at_a_time_is_answered_408_within_the_bou
         assert!(answer.body.contains("urn:bffgate:problem:request-timeout"));
         assert!(waited >= BOUND, "{framing:?}: answered after {waited:?}");
         assert!(
-            waited < BOUND + Duration::from_secs(1),
+            // Slack for a loaded machine; the trickle alone would take several times this.
+            waited < BOUND + Duration::from_secs(2),
             "{framing:?}: answered after {waited:?}"
         );
         // Nothing holds the connection open for the rest of the trickle.
