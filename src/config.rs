@@ -3,7 +3,9 @@
 //!
 //! Owns parsing, validation and reading the files that hold secrets (`cookie.key_file`,
 //! `redis.password_file`, `_FILE` variables), all while loading, so that a loaded `Config`
-//! holds its secrets and nothing else reads a secret file; it builds nothing. Unknown keys
+//! holds its secrets and nothing else reads a secret file; it builds nothing. The one
+//! exception is the `[tls]` pair: checked here (through `tls`), it is read again by the
+//! listener at start and on SIGHUP, so that a renewed certificate needs no restart. Unknown keys
 //! are an error that names the key, durations are human-readable (`5m`, `14d`), secrets
 //! have a redacting `Debug` and serialise as `[redacted]` (a secret file as its path).
 
@@ -40,6 +42,8 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// The shared store. Absent: the embedded memory store (one instance, lost on restart).
     pub redis: Option<RedisConfig>,
+    /// The HTTPS listener. Absent: plain HTTP (localhost, or behind a proxy that ends TLS).
+    pub tls: Option<TlsConfig>,
     pub cookie: CookieConfig,
     pub session: SessionConfig,
     pub jwt: JwtConfig,
@@ -53,6 +57,11 @@ pub struct Config {
     /// On SIGTERM/SIGINT: stop accepting, then give in-flight requests this long.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// The gateway's own endpoints read a request body within this, counted from its head
+    /// (408 after it), as actix bounds the head itself; proxied routes stream uploads and
+    /// are bound by their route's `timeout` instead.
+    #[serde(with = "humantime_serde")]
+    pub request_body_timeout: Duration,
 }
 
 impl Default for Config {
@@ -62,6 +71,7 @@ impl Default for Config {
             public_origin: "http://localhost:8080".into(),
             trusted_proxies: Vec::new(),
             redis: None,
+            tls: None,
             cookie: CookieConfig::default(),
             session: SessionConfig::default(),
             jwt: JwtConfig::default(),
@@ -71,6 +81,7 @@ impl Default for Config {
             throttle: ThrottleConfig::default(),
             metrics: MetricsConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
+            request_body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -300,6 +311,26 @@ impl Default for RedisConfig {
             pool_size: 16,
             timeout: Duration::from_secs(2),
         }
+    }
+}
+
+/// The certificate and key the listener serves HTTPS with (HTTP/2 and HTTP/1.1).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain: the gateway's certificate first, then intermediates.
+    pub cert_file: PathBuf,
+    /// PEM private key of the first certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    /// Reads both files and checks that the key is the certificate's; the serving side
+    /// reads them again at start and on SIGHUP.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::tls::load(&self.cert_file, &self.key_file)
+            .map(drop)
+            .map_err(|e| ConfigError::invalid(e.key(), e.problem()))
     }
 }
 
@@ -815,12 +846,21 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.trusted_proxy_nets()?;
+        if self.request_body_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "request_body_timeout",
+                "must be more than 0s",
+            ));
+        }
         self.cookie.validate()?;
         self.metrics.validate()?;
         self.throttle.validate()?;
         self.validate_public_origin()?;
         if let Some(redis) = &self.redis {
             redis.validate()?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
         }
         self.session.validate()?;
         self.jwt.validate()?;
@@ -840,7 +880,8 @@ impl Config {
     }
 
     /// Every key an environment variable can set, dotted (`redis.url`): the leaves of the
-    /// serialised defaults, with `[redis]` filled in since it is absent by default.
+    /// serialised defaults, with `[redis]` and `[tls]` filled in since they are absent by
+    /// default.
     fn settable_keys() -> HashSet<String> {
         fn leaves(prefix: &str, value: &serde_json::Value, keys: &mut HashSet<String>) {
             match value {
@@ -860,6 +901,7 @@ impl Config {
         }
         let all = Config {
             redis: Some(RedisConfig::default()),
+            tls: Some(TlsConfig::default()),
             ..Config::default()
         };
         let mut keys = HashSet::new();
@@ -1481,6 +1523,8 @@ mod tests {
             "cookie.previous_keys",
             "jwt.signing_key_file",
             "metrics.listen",
+            "tls.cert_file",
+            "tls.key_file",
             "routes",
         ] {
             assert!(keys.contains(key), "{key}");

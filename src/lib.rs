@@ -14,6 +14,7 @@ pub mod password;
 pub mod proxy;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod web;
 
@@ -34,8 +35,11 @@ use crate::{
     password::Passwords,
     session::{SessionSettings, Sessions},
     store::{memory::MemoryStore, metered::Metered, redis::RedisStore, Store},
+    tls::ServedCert,
     tokens::{Sealer, Signer},
     web::{
+        body_timeout,
+        body_timeout::BodyTimeout,
         context::{log_request, TrustedProxies},
         cookie,
         cookie::CookieSettings,
@@ -97,6 +101,8 @@ pub struct Gateway {
     config: Config,
     state: Data<AppState>,
     cookies: CookieSettings,
+    /// The HTTPS listener's certificate (`[tls]`); none: plain HTTP.
+    tls: Option<Arc<ServedCert>>,
 }
 
 impl Gateway {
@@ -159,6 +165,13 @@ impl Gateway {
         let passwords = Passwords::new(config.password.max_concurrent)
             .map_err(|e| BuildError::Setup(e.to_string()))?;
         let cookies = CookieSettings::new(&config, &master_key).map_err(BuildError::Setup)?;
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(
+                ServedCert::load(&files.cert_file, &files.key_file)
+                    .map_err(|e| BuildError::Setup(e.to_string()))?,
+            )),
+            None => None,
+        };
         let sessions = Sessions::new(
             store,
             passwords,
@@ -171,6 +184,7 @@ impl Gateway {
             config,
             state: Data::new(AppState { sessions, signer }),
             cookies,
+            tls,
         })
     }
 
@@ -179,12 +193,15 @@ impl Gateway {
         Arc::clone(self.state.sessions.store())
     }
 
-    /// Starts serving on `listener`; the returned server runs when awaited or spawned.
+    /// Starts serving on `listener` — HTTPS when `[tls]` is configured, reloading its
+    /// certificate on SIGHUP — and returns the server, which runs when awaited or spawned.
+    /// Call it inside the actix runtime.
     pub fn serve(self, listener: TcpListener) -> Result<Server, BuildError> {
         let Self {
             config,
             state,
             cookies,
+            tls,
         } = self;
         let origin = Data::new(PublicOrigin(config.origin()));
         let trusted = Data::new(TrustedProxies(config.trusted_proxy_nets()?));
@@ -198,14 +215,16 @@ impl Gateway {
             metrics: metrics_here,
         }));
         let shutdown = config.shutdown_timeout.as_secs();
+        let body_timeout = Data::new(BodyTimeout(config.request_body_timeout));
         let server = HttpServer::new(move || {
             let json = actix::JsonConfig::default()
                 .limit(MAX_JSON_BODY)
                 .content_type_required(true)
                 .error_handler(|err, _req| ApiError::from(err).into());
-            // middleware order (outermost first): request log, exact cookie names, re-sealing
-            // of cookies under previous keys, clear-marked cookies, the session cookie; within /auth:
-            // no-store headers, then the CSRF check.
+            // middleware order (outermost first): request log, the request body's time bound
+            // (its 408 is logged), exact cookie names, re-sealing of cookies under previous
+            // keys, clear-marked cookies, the session cookie; within /auth: no-store headers,
+            // then the CSRF check.
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(origin.clone())
@@ -220,12 +239,14 @@ impl Gateway {
                 )
                 .app_data(metrics_handle.clone())
                 .app_data(document.clone())
+                .app_data(body_timeout.clone())
                 .wrap(cookie_data.middleware())
                 .wrap(from_fn(cookie::clear_when_marked))
                 // Before anything reads (and caches) the request's cookies: only the exact
                 // name is ours, then cookies sealed under a previous key are re-sealed.
                 .wrap(from_fn(cookie::reseal_previous))
                 .wrap(from_fn(cookie::exact_name_only))
+                .wrap(from_fn(body_timeout::limit))
                 .wrap(from_fn(log_request))
                 .configure(handlers::endpoints)
                 .service(
@@ -242,10 +263,21 @@ impl Gateway {
             };
             app.default_service(actix::to(proxy::dispatch))
         })
-        .listen(listener)?
-        .shutdown_timeout(shutdown)
-        .run();
-        Ok(server)
+        .shutdown_timeout(shutdown);
+        let server = match tls {
+            // actix marks the listener secure (`requested_scheme` answers https) and adds
+            // the h2 and http/1.1 ALPN protocols.
+            Some(cert) => {
+                #[cfg(unix)]
+                actix_web::rt::spawn(cert.reload_on_hangup()?);
+                let tls = cert
+                    .server_config()
+                    .map_err(|e| BuildError::Setup(format!("tls: {e}")))?;
+                server.listen_rustls_0_23(listener, tls)?
+            }
+            None => server.listen(listener)?,
+        };
+        Ok(server.run())
     }
 }
 

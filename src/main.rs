@@ -182,8 +182,13 @@ async fn serve(config: Config) -> Result<(), String> {
         None => None,
     };
     let deadline = config.shutdown_timeout;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let server = bffgate::build_server(config, listener).map_err(|e| e.to_string())?;
-    tracing::info!(%addr, "bffgate listening");
+    tracing::info!(%addr, scheme, "bffgate listening");
     let metrics_handle = metrics.map(|m| {
         let handle = m.handle();
         actix_web::rt::spawn(m);

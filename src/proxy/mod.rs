@@ -33,6 +33,7 @@ use crate::{
         Sessions,
     },
     web::{
+        body_timeout,
         context::{client_address, requested_host, requested_scheme, RequestId, RouteLabel},
         cookie::CookieSettings,
         csrf::{self, CsrfHeader, PublicOrigin},
@@ -177,6 +178,8 @@ pub async fn dispatch(
         Choice::Static(path) => return static_files::serve(&req, &proxy.static_dir, &path).await,
         Choice::Route(route, path, matched) => (route, path, matched),
     };
+    // Uploads stream upstream for as long as the route's timeout allows.
+    body_timeout::lift(&req);
     let prefix = &route.config.prefix;
     req.extensions_mut().insert(RouteLabel(prefix.clone()));
     let result = async {

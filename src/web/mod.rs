@@ -1,6 +1,7 @@
 //! The HTTP edge that is not an endpoint: everything that knows HTTP and is shared by the
 //! gateway's own handlers and the proxy.
 //!
+//! - [`body_timeout`]: the bound on reading a request body, lifted by the proxy for its routes;
 //! - [`cookie`]: the session cookie — the only place it is built, read, written or removed;
 //! - [`csrf`]: the only place a request is judged same-site;
 //! - [`problem`]: the one error type and its `application/problem+json` answers;
@@ -15,6 +16,7 @@
 //!
 //! [`Sessions::authenticate`]: crate::session::Sessions::authenticate
 
+pub mod body_timeout;
 pub mod context;
 pub mod cookie;
 pub mod csrf;

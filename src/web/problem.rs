@@ -40,6 +40,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is too large")]
     PayloadTooLarge,
+    /// The body did not arrive within `request_body_timeout`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("invalid email or password")]
     BadCredentials,
     /// Too many failed logins; retry after this many seconds.
@@ -74,6 +77,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad-request",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::RequestTimeout => "request-timeout",
             Self::BadCredentials => "invalid-credentials",
             Self::TooManyRequests(_) => "too-many-requests",
             Self::Unauthenticated(_) => "unauthenticated",
@@ -93,6 +97,7 @@ impl ApiError {
             Self::BadRequest(_) => "Malformed request",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::PayloadTooLarge => "Request body too large",
+            Self::RequestTimeout => "Request timeout",
             Self::BadCredentials => "Invalid email or password",
             Self::TooManyRequests(_) => "Too many failed logins",
             Self::Unauthenticated(_) => "Not signed in",
@@ -122,6 +127,7 @@ impl ApiError {
             | Self::TooManyStreams
             | Self::PayloadTooLarge
             | Self::MethodNotAllowed(_)
+            | Self::RequestTimeout
             | Self::BadGateway
             | Self::GatewayTimeout => Some(self.to_string()),
             _ => None,
@@ -135,6 +141,7 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadCredentials | Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::TooManyRequests(_) | Self::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,

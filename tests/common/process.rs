@@ -121,6 +121,16 @@ impl ChildProcess {
         assert!(status.success(), "SIGTERM to {} failed", self.what);
     }
 
+    /// Sends `signal` (a name such as `HUP`) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        // A positive pid only, as in `terminate`.
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIG{signal} to {} failed", self.what);
+    }
+
     /// Waits for the process to exit, for at most `limit`.
     pub fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;

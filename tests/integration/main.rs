@@ -16,5 +16,7 @@ mod http_auth;
 mod operations;
 mod proxy;
 mod serve;
+mod slow_bodies;
 mod store_acceptance;
 mod streams;
+mod tls;
