@@ -49,7 +49,7 @@ async fn metrics_are_not_served_on_the_public_listener_by_default() {
 async fn metrics_count_a_scripted_session() {
     let upstream = common::upstream::start();
     let mut config = test_config();
-    config.throttle.free_attempts = 1;
+    config.throttle.free_attempts = 2;
     config.metrics.public = true;
     config.routes = vec![route("/api", &upstream.base, AuthMode::Required)];
     let gw = TestGateway::start(config, EMAIL).await;
