@@ -232,6 +232,7 @@ impl Sessions {
             Arc::clone(&self.clock),
             &auth.session.id,
             &auth.user.id,
+            auth.session.access_expires_at,
             self.settings.stream_recheck,
             limit,
         )

@@ -4,7 +4,8 @@
 //! [`StreamWatch::ended`] resolves when the session is over:
 //! - at once when this process revokes the session (logout, logout-all, a revoked device, a
 //!   replay, a disabled user): [`Streams::end_family`] / [`Streams::end_user`];
-//! - otherwise at the next re-check (every `session.stream_recheck`), which asks the store
+//! - otherwise at the next re-check — when the access token the stream was opened with
+//!   expires, and every `session.stream_recheck` — which asks the store
 //!   whether the family is still live — the per-request check, so a revocation by another
 //!   instance or the CLI ends the stream within that bound.
 //!
@@ -160,6 +161,11 @@ impl Drop for Ticket {
     }
 }
 
+/// Milliseconds as a duration of at least 1 ms.
+fn millis(ms: Millis) -> Duration {
+    Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1))
+}
+
 /// Watches one open stream's session; see the module documentation.
 pub struct StreamWatch {
     _ticket: Ticket,
@@ -169,6 +175,9 @@ pub struct StreamWatch {
     family_id: String,
     user_id: String,
     recheck: Duration,
+    /// When the access token the stream was opened with expires: a re-check happens then at
+    /// the latest, however long `recheck` is.
+    access_expires_at: Millis,
 }
 
 impl std::fmt::Debug for StreamWatch {
@@ -186,6 +195,7 @@ impl StreamWatch {
         clock: Arc<dyn Clock>,
         family_id: &str,
         user_id: &str,
+        access_expires_at: Millis,
         recheck: Millis,
         limit: Limit,
     ) -> Result<Self, TooManyStreams> {
@@ -197,7 +207,8 @@ impl StreamWatch {
             clock,
             family_id: family_id.to_owned(),
             user_id: user_id.to_owned(),
-            recheck: Duration::from_millis(u64::try_from(recheck.max(1)).unwrap_or(1)),
+            recheck: millis(recheck),
+            access_expires_at,
         })
     }
 
@@ -207,16 +218,19 @@ impl StreamWatch {
         // The signal cannot close while this watch's ticket keeps the family's entry; if it
         // ever did, re-checks alone would still end the stream.
         let mut signalled = true;
+        let until_access = self.access_expires_at - self.clock.now_ms();
+        let mut next = self.recheck.min(millis(until_access));
         loop {
             if *self.ended.borrow_and_update() {
                 return;
             }
             tokio::select! {
                 changed = self.ended.changed(), if signalled => signalled = changed.is_ok(),
-                () = tokio::time::sleep(self.recheck) => {
+                () = tokio::time::sleep(next) => {
                     if !self.is_live().await {
                         return;
                     }
+                    next = self.recheck;
                 }
             }
         }

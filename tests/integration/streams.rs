@@ -247,3 +247,22 @@ async fn a_websocket_upgrade_needs_exactly_the_public_origin() {
     assert_eq!(other_host.await, 403);
     echo(&mut open_socket(&s.gw, &cookie).await).await;
 }
+
+#[actix_web::test]
+async fn a_stream_is_rechecked_when_its_access_token_expires_however_long_the_recheck() {
+    let redis = TestRedis::new();
+    let s = stack(Some(&redis), |c| {
+        c.session.stream_recheck = Duration::from_secs(3600);
+        c.session.access_ttl = Duration::from_secs(2);
+        c.session.refresh_before = Duration::from_secs(1);
+    })
+    .await;
+    let other = TestGateway::join(s.config.clone()).await;
+    let cookie = login_cookie_of(&s.gw, EMAIL).await;
+    let mut events = open_events(&s.gw, &cookie).await;
+    let since = Instant::now();
+    logout(&other, &cookie).await;
+    let took = ended(&mut events, since).await;
+    eprintln!("other instance, 2 s access token, 1 h recheck: stream ended after {took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+}
