@@ -230,9 +230,7 @@ impl Sessions {
             &self.streams,
             Arc::clone(&self.store),
             Arc::clone(&self.clock),
-            &auth.session.id,
-            &auth.user.id,
-            auth.session.access_expires_at,
+            auth,
             self.settings.stream_recheck,
             limit,
         )

@@ -27,6 +27,7 @@ use std::{
 
 use tokio::sync::watch;
 
+use super::Authenticated;
 use crate::{
     clock::{Clock, Millis},
     store::{Liveness, Store},
@@ -193,22 +194,21 @@ impl StreamWatch {
         streams: &Arc<Streams>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        family_id: &str,
-        user_id: &str,
-        access_expires_at: Millis,
+        auth: &Authenticated,
         recheck: Millis,
         limit: Limit,
     ) -> Result<Self, TooManyStreams> {
+        let (family_id, user_id) = (&auth.session.id, &auth.user.id);
         let (ticket, ended) = streams.open(family_id, user_id, limit)?;
         Ok(Self {
             _ticket: ticket,
             ended,
             store,
             clock,
-            family_id: family_id.to_owned(),
-            user_id: user_id.to_owned(),
+            family_id: family_id.clone(),
+            user_id: user_id.clone(),
             recheck: millis(recheck),
-            access_expires_at,
+            access_expires_at: auth.session.access_expires_at,
         })
     }
 
