@@ -174,16 +174,19 @@ impl CookieSettings {
     }
 }
 
-/// Could a browser, or a parser that percent-decodes or folds case, read the cookie name
-/// `raw` (as sent, untrimmed) as `name`? Also true for a nameless cookie (`=v` or `v`):
-/// browsers send those as the bare value, which can be `name=…`.
+/// Could a browser, or a parser that percent-decodes, folds case or trims whitespace, read
+/// the cookie name `raw` (as sent, untrimmed) as `name`? Also true for a nameless cookie (`=v`
+/// or `v`): browsers send those as the bare value, which can be `name=…`. Whitespace is
+/// Unicode's (`str::trim`), as actix-web's cookie parser trims it: `\u{a0}__Host-bff` is
+/// `__Host-bff` to actix-session.
 pub fn could_be_named(raw: &[u8], name: &str) -> bool {
-    let raw = raw.trim_ascii();
-    if raw.is_empty() {
+    let text = String::from_utf8_lossy(raw);
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
         return true;
     }
-    let decoded: Vec<u8> = percent_encoding::percent_decode(raw).collect();
-    decoded.trim_ascii().eq_ignore_ascii_case(name.as_bytes())
+    let decoded = percent_encoding::percent_decode_str(trimmed).decode_utf8_lossy();
+    decoded.trim().eq_ignore_ascii_case(name)
 }
 
 /// Middleware, outside everything that reads cookies: the request's `Cookie` header keeps
@@ -202,7 +205,8 @@ pub async fn exact_name_only(
 }
 
 /// Rewrites `headers`' `Cookie` headers as [`exact_name_only`] says, if anything is dropped.
-fn keep_exact_name(headers: &mut header::HeaderMap, name: &str) {
+/// Public for the property tests and fuzz targets (it is what the browser's header meets).
+pub fn keep_exact_name(headers: &mut header::HeaderMap, name: &str) {
     let pairs: Vec<Vec<u8>> = headers
         .get_all(header::COOKIE)
         .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
@@ -423,6 +427,22 @@ mod tests {
             "nothing dropped: the header is left as it was"
         );
         assert_eq!(rewritten("__Host%2Dbff=evil").as_deref(), None);
+    }
+
+    #[test]
+    fn unicode_whitespace_around_a_name_makes_a_lookalike() {
+        // actix-web trims cookie names with `str::trim`, which knows Unicode whitespace.
+        for raw in [
+            "\u{a0}__Host-bff",
+            "__Host-bff\u{3000}",
+            " \u{2003}__Host-bff",
+        ] {
+            assert!(could_be_named(raw.as_bytes(), "__Host-bff"), "{raw:?}");
+        }
+        assert_eq!(
+            rewritten("\u{a0}__Host-bff=evil; __Host-bff=mine").as_deref(),
+            Some("__Host-bff=mine")
+        );
     }
 
     #[test]

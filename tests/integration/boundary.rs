@@ -68,6 +68,29 @@ async fn a_percent_encoded_lookalike_never_shadows_the_session_cookie() {
 }
 
 #[actix_web::test]
+async fn a_lookalike_padded_with_unicode_whitespace_never_shadows_the_session_cookie() {
+    // actix-web trims a cookie name with `str::trim` (Unicode whitespace): U+00A0 before the
+    // name made a second `__Host-bff` that browsers send without any prefix rule.
+    let gw = TestGateway::memory(EMAIL).await;
+    gw.add_user(VICTIM, vec![]).await;
+    let attacker = login_cookie_of(&gw, EMAIL).await;
+    let victim = login_cookie_of(&gw, VICTIM).await;
+    for space in ["\u{a0}", "\u{3000}", "\u{2003}"] {
+        let planted = format!(
+            "{}; {}",
+            cookie_header(&attacker).replacen("__Host-bff=", &format!("{space}__Host-bff="), 1),
+            cookie_header(&victim)
+        );
+        let (status, body) = whoami(&gw, planted).await;
+        assert_eq!(status, 200, "{space:?}");
+        assert_eq!(
+            body["user"]["email"], VICTIM,
+            "{space:?}: served as the planted session"
+        );
+    }
+}
+
+#[actix_web::test]
 async fn the_exact_name_twice_is_ambiguous_and_serves_neither_session() {
     let gw = TestGateway::memory(EMAIL).await;
     gw.add_user(VICTIM, vec![]).await;
