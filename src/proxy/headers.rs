@@ -23,7 +23,8 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Headers that say who the client is, which host or scheme it asked for, or which URL it
 /// "really" requested: only the gateway may set them, so every client-sent one is removed
-/// (upstreams and their frameworks believe them).
+/// (upstreams and their frameworks believe them). Any other `X-Forwarded-*` name is one of
+/// them too ([`is_forwarding`]): the family keeps growing (`-Uri`, `-User`, `-Client-Cert`).
 const FORWARDING: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
@@ -60,6 +61,10 @@ fn connection_listed(headers: &HeaderMap) -> Vec<String> {
         .map(|name| name.trim().to_ascii_lowercase())
         .filter(|name| !name.is_empty())
         .collect()
+}
+
+fn is_forwarding(name: &HeaderName) -> bool {
+    FORWARDING.contains(&name.as_str()) || name.as_str().starts_with("x-forwarded-")
 }
 
 fn is_hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
@@ -102,7 +107,7 @@ pub fn to_upstream(
     let mut out = HeaderMap::new();
     for (name, value) in incoming {
         let drop = is_hop_by_hop(name, &listed)
-            || FORWARDING.contains(&name.as_str())
+            || is_forwarding(name)
             || matches!(
                 *name,
                 header::HOST | header::AUTHORIZATION | header::COOKIE | header::CONTENT_LENGTH
@@ -211,6 +216,23 @@ mod tests {
         assert_eq!(out.get("x-forwarded-host").unwrap(), "app.example");
         assert_eq!(out.get("x-request-id").unwrap(), "rid-1");
         assert_eq!(out.get("accept").unwrap(), "application/json");
+    }
+
+    #[test]
+    fn every_client_x_forwarded_header_is_dropped() {
+        let incoming = map(&[
+            ("x-forwarded-client-cert", "By=spiffe://evil"),
+            ("x-forwarded-uri", "/admin"),
+            ("x-forwarded-user", "admin"),
+        ]);
+        let out = to_upstream(&incoming, &[], "bff", None, &CLIENT);
+        for name in [
+            "x-forwarded-client-cert",
+            "x-forwarded-uri",
+            "x-forwarded-user",
+        ] {
+            assert!(out.get(name).is_none(), "{name}");
+        }
     }
 
     #[test]

@@ -220,6 +220,35 @@ async fn client_forwarding_headers_never_reach_the_upstream() {
 }
 
 #[actix_web::test]
+async fn client_headers_of_any_x_forwarded_name_never_reach_the_upstream() {
+    // Found by the property tests: only a list of X-Forwarded-* names was removed, so
+    // X-Forwarded-Client-Cert (a TLS identity for Envoy-style upstreams) or X-Forwarded-Uri
+    // went upstream as the client wrote them.
+    let s = stack(|_, _| {}).await;
+    let req = with_cookie(
+        &s.gw,
+        Method::GET,
+        "/api/things",
+        &login_cookie_of(&s.gw, EMAIL).await,
+    )
+    .header(
+        "x-forwarded-client-cert",
+        "By=spiffe://evil;URI=spiffe://admin",
+    )
+    .header("x-forwarded-uri", "/admin")
+    .header("X-Forwarded-User", "admin");
+    assert_eq!(status(req).await, 200);
+    let seen = s.upstream.last();
+    for name in [
+        "x-forwarded-client-cert",
+        "x-forwarded-uri",
+        "x-forwarded-user",
+    ] {
+        assert_eq!(seen.header(name), None, "{name} reached the upstream");
+    }
+}
+
+#[actix_web::test]
 async fn path_segments_an_upstream_reads_as_dot_segments_are_refused() {
     let s = stack(|_, _| {}).await;
     let cookie = login_cookie_of(&s.gw, EMAIL).await;
