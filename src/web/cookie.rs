@@ -191,7 +191,8 @@ pub fn could_be_named(raw: &[u8], name: &str) -> bool {
 
 /// Middleware, outside everything that reads cookies: the request's `Cookie` header keeps
 /// only names that cannot be mistaken for the session cookie, plus the session cookie under
-/// its exact name when it appears once. The exact name twice (only possible for a name
+/// its exact name when it appears once, and only pairs that are UTF-8 (actix-web reads no
+/// cookie at all from a header that is not). The exact name twice (only possible for a name
 /// without the `__Host-` prefix, which a sibling subdomain can set) is ambiguous: neither is
 /// used, so the request has no session.
 pub async fn exact_name_only(
@@ -226,6 +227,11 @@ pub fn keep_exact_name(headers: &mut header::HeaderMap, name: &str) {
     let kept: Vec<&Vec<u8>> = pairs
         .iter()
         .filter(|p| {
+            // actix-web reads no cookie at all from a header that is not UTF-8: one planted
+            // pair would hide the session cookie.
+            if std::str::from_utf8(p).is_err() {
+                return false;
+            }
             let raw = name_of(p);
             if raw == name.as_bytes() {
                 exact == 1
@@ -442,6 +448,20 @@ mod tests {
         assert_eq!(
             rewritten("\u{a0}__Host-bff=evil; __Host-bff=mine").as_deref(),
             Some("__Host-bff=mine")
+        );
+    }
+
+    #[test]
+    fn a_pair_that_is_not_utf8_is_dropped() {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            header::HeaderValue::from_bytes(b"x=\xff; theme=dark; __Host-bff=mine").unwrap(),
+        );
+        keep_exact_name(&mut headers, "__Host-bff");
+        assert_eq!(
+            headers.get(header::COOKIE).unwrap(),
+            "theme=dark; __Host-bff=mine"
         );
     }
 

@@ -301,10 +301,28 @@ pub fn check_cookie_header<V: AsRef<[u8]>>(values: &[V]) {
             assert_eq!(sent.value(), value, "actix-web reads another value");
         }
     }
-    // Nothing but the session cookie's lookalikes and duplicates is dropped.
+    // Nothing hides the session cookie: sent once under its exact name (with a value actix-web
+    // can read), it is what actix-web reads.
+    if let [exact] = exact_before.as_slice() {
+        let sent = std::str::from_utf8(exact)
+            .ok()
+            .and_then(|pair| Cookie::parse_encoded(pair).ok());
+        if let Some(sent) = sent {
+            let read = actix_cookies(&headers);
+            assert!(
+                read.as_ref().is_some_and(|cookies| cookies
+                    .iter()
+                    .any(|(n, v)| n == COOKIE && v == sent.value())),
+                "the session cookie is hidden: actix-web reads {read:?} from {:?}",
+                headers.get_all(header::COOKIE).collect::<Vec<_>>()
+            );
+        }
+    }
+    // Nothing but the session cookie's lookalikes and duplicates, and pairs that are not UTF-8
+    // (which would hide it), is dropped.
     let innocent: Vec<&Vec<u8>> = before
         .iter()
-        .filter(|p| !could_be_named(raw_name(p), COOKIE))
+        .filter(|p| !could_be_named(raw_name(p), COOKIE) && std::str::from_utf8(p).is_ok())
         .collect();
     let kept_innocent: Vec<&Vec<u8>> = after
         .iter()

@@ -91,6 +91,27 @@ async fn a_lookalike_padded_with_unicode_whitespace_never_shadows_the_session_co
 }
 
 #[actix_web::test]
+async fn a_planted_cookie_that_is_not_utf8_never_hides_the_session_cookie() {
+    // actix-web reads no cookie at all from a `Cookie` header that is not UTF-8: one planted
+    // byte made every request of the victim anonymous for as long as it stayed.
+    let gw = TestGateway::memory(EMAIL).await;
+    let mine = login_cookie_of(&gw, EMAIL).await;
+    let mut header = b"planted=\xff\xfe; ".to_vec();
+    header.extend_from_slice(cookie_header(&mine).as_bytes());
+    let res = raw_client()
+        .get(gw.url("/auth/session"))
+        .header("x-csrf", "1")
+        .header(
+            "cookie",
+            reqwest::header::HeaderValue::from_bytes(&header).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the session cookie was hidden");
+}
+
+#[actix_web::test]
 async fn the_exact_name_twice_is_ambiguous_and_serves_neither_session() {
     let gw = TestGateway::memory(EMAIL).await;
     gw.add_user(VICTIM, vec![]).await;
