@@ -24,7 +24,8 @@ const HOP_BY_HOP: &[&str] = &[
 /// Headers that say who the client is, which host or scheme it asked for, or which URL it
 /// "really" requested: only the gateway may set them, so every client-sent one is removed
 /// (upstreams and their frameworks believe them). Whole families go by prefix
-/// (`x-forwarded-uri`, `x-original-host`, …).
+/// ([`is_forwarding`]): they keep growing (`X-Forwarded-Uri`, `-User`, `-Client-Cert`,
+/// `X-Original-Host`, …).
 const FORWARDING: &[&str] = &[
     "forwarded",
     "x-real-ip",
@@ -203,6 +204,23 @@ mod tests {
         assert_eq!(out.get("x-forwarded-host").unwrap(), "app.example");
         assert_eq!(out.get("x-request-id").unwrap(), "rid-1");
         assert_eq!(out.get("accept").unwrap(), "application/json");
+    }
+
+    #[test]
+    fn every_client_x_forwarded_header_is_dropped() {
+        let incoming = map(&[
+            ("x-forwarded-client-cert", "By=spiffe://evil"),
+            ("x-forwarded-uri", "/admin"),
+            ("x-forwarded-user", "admin"),
+        ]);
+        let out = to_upstream(&incoming, &[], "bff", None, &CLIENT);
+        for name in [
+            "x-forwarded-client-cert",
+            "x-forwarded-uri",
+            "x-forwarded-user",
+        ] {
+            assert!(out.get(name).is_none(), "{name}");
+        }
     }
 
     #[test]

@@ -174,20 +174,25 @@ impl CookieSettings {
     }
 }
 
-/// Could a browser, or a parser that percent-decodes or folds case, read the cookie name
-/// `raw` (as sent, untrimmed) as `name`? Also true for a nameless cookie (`=v` or `v`):
-/// browsers send those as the bare value, which can be `name=…`.
+/// Could a browser, or a parser that percent-decodes, folds case or trims whitespace, read
+/// the cookie name `raw` (as sent, untrimmed) as `name`? Also true for a nameless cookie (`=v`
+/// or `v`): browsers send those as the bare value, which can be `name=…`. Whitespace is
+/// Unicode's (`str::trim`), as actix-web's cookie parser trims it: `\u{a0}__Host-bff` is
+/// `__Host-bff` to actix-session.
 pub fn could_be_named(raw: &[u8], name: &str) -> bool {
-    // As lenient as any reader: percent-decoded, and trimmed of Unicode white space as
-    // actix-web's and the cookie crate's parsers trim names (`str::trim`: U+00A0, U+3000…).
-    let decoded = percent_encoding::percent_decode(raw).decode_utf8_lossy();
-    let read = decoded.trim();
-    read.is_empty() || read.eq_ignore_ascii_case(name)
+    let text = String::from_utf8_lossy(raw);
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return true;
+    }
+    let decoded = percent_encoding::percent_decode_str(trimmed).decode_utf8_lossy();
+    decoded.trim().eq_ignore_ascii_case(name)
 }
 
 /// Middleware, outside everything that reads cookies: the request's `Cookie` header keeps
 /// only names that cannot be mistaken for the session cookie, plus the session cookie under
-/// its exact name when it appears once. The exact name twice (only possible for a name
+/// its exact name when it appears once, and only pairs that are UTF-8 (actix-web reads no
+/// cookie at all from a header that is not). The exact name twice (only possible for a name
 /// without the `__Host-` prefix, which a sibling subdomain can set) is ambiguous: neither is
 /// used, so the request has no session.
 pub async fn exact_name_only(
@@ -201,7 +206,8 @@ pub async fn exact_name_only(
 }
 
 /// Rewrites `headers`' `Cookie` headers as [`exact_name_only`] says, if anything is dropped.
-fn keep_exact_name(headers: &mut header::HeaderMap, name: &str) {
+/// Public for the property tests and fuzz targets (it is what the browser's header meets).
+pub fn keep_exact_name(headers: &mut header::HeaderMap, name: &str) {
     let pairs: Vec<Vec<u8>> = headers
         .get_all(header::COOKIE)
         .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
@@ -221,6 +227,11 @@ fn keep_exact_name(headers: &mut header::HeaderMap, name: &str) {
     let kept: Vec<&Vec<u8>> = pairs
         .iter()
         .filter(|p| {
+            // actix-web reads no cookie at all from a header that is not UTF-8: one planted
+            // pair would hide the session cookie.
+            if std::str::from_utf8(p).is_err() {
+                return false;
+            }
             let raw = name_of(p);
             if raw == name.as_bytes() {
                 exact == 1
@@ -428,10 +439,32 @@ mod tests {
     }
 
     #[test]
-    fn names_padded_with_unicode_white_space_are_lookalikes() {
+    fn unicode_whitespace_around_a_name_makes_a_lookalike() {
+        // actix-web trims cookie names with `str::trim`, which knows Unicode whitespace.
+        for raw in [
+            "\u{a0}__Host-bff",
+            "__Host-bff\u{3000}",
+            " \u{2003}__Host-bff",
+        ] {
+            assert!(could_be_named(raw.as_bytes(), "__Host-bff"), "{raw:?}");
+        }
         assert_eq!(
             rewritten("\u{a0}__Host-bff=evil; __Host-bff=mine").as_deref(),
             Some("__Host-bff=mine")
+        );
+    }
+
+    #[test]
+    fn a_pair_that_is_not_utf8_is_dropped() {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            header::HeaderValue::from_bytes(b"x=\xff; theme=dark; __Host-bff=mine").unwrap(),
+        );
+        keep_exact_name(&mut headers, "__Host-bff");
+        assert_eq!(
+            headers.get(header::COOKIE).unwrap(),
+            "theme=dark; __Host-bff=mine"
         );
     }
 

@@ -84,6 +84,50 @@ async fn a_percent_encoded_lookalike_never_shadows_the_session_cookie() {
 }
 
 #[actix_web::test]
+async fn a_lookalike_padded_with_unicode_whitespace_never_shadows_the_session_cookie() {
+    // actix-web trims a cookie name with `str::trim` (Unicode whitespace): U+00A0 before the
+    // name made a second `__Host-bff` that browsers send without any prefix rule.
+    let gw = TestGateway::memory(EMAIL).await;
+    gw.add_user(VICTIM, vec![]).await;
+    let attacker = login_cookie_of(&gw, EMAIL).await;
+    let victim = login_cookie_of(&gw, VICTIM).await;
+    for space in ["\u{a0}", "\u{3000}", "\u{2003}"] {
+        let planted = format!(
+            "{}; {}",
+            cookie_header(&attacker).replacen("__Host-bff=", &format!("{space}__Host-bff="), 1),
+            cookie_header(&victim)
+        );
+        let (status, body) = whoami(&gw, planted).await;
+        assert_eq!(status, 200, "{space:?}");
+        assert_eq!(
+            body["user"]["email"], VICTIM,
+            "{space:?}: served as the planted session"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_planted_cookie_that_is_not_utf8_never_hides_the_session_cookie() {
+    // actix-web reads no cookie at all from a `Cookie` header that is not UTF-8: one planted
+    // byte made every request of the victim anonymous for as long as it stayed.
+    let gw = TestGateway::memory(EMAIL).await;
+    let mine = login_cookie_of(&gw, EMAIL).await;
+    let mut header = b"planted=\xff\xfe; ".to_vec();
+    header.extend_from_slice(cookie_header(&mine).as_bytes());
+    let res = raw_client()
+        .get(gw.url("/auth/session"))
+        .header("x-csrf", "1")
+        .header(
+            "cookie",
+            reqwest::header::HeaderValue::from_bytes(&header).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the session cookie was hidden");
+}
+
+#[actix_web::test]
 async fn the_exact_name_twice_is_ambiguous_and_serves_neither_session() {
     let gw = TestGateway::memory(EMAIL).await;
     gw.add_user(VICTIM, vec![]).await;
@@ -214,6 +258,35 @@ async fn client_forwarding_headers_never_reach_the_upstream() {
     assert_eq!(seen.header("x-real-ip"), None);
     assert_eq!(seen.header("x-forwarded-uri"), None);
     assert_eq!(seen.header("x-original-host"), None);
+}
+
+#[actix_web::test]
+async fn client_headers_of_any_x_forwarded_name_never_reach_the_upstream() {
+    // Found by the property tests: only a list of X-Forwarded-* names was removed, so
+    // X-Forwarded-Client-Cert (a TLS identity for Envoy-style upstreams) or X-Forwarded-Uri
+    // went upstream as the client wrote them.
+    let s = stack(|_, _| {}).await;
+    let req = with_cookie(
+        &s.gw,
+        Method::GET,
+        "/api/things",
+        &login_cookie_of(&s.gw, EMAIL).await,
+    )
+    .header(
+        "x-forwarded-client-cert",
+        "By=spiffe://evil;URI=spiffe://admin",
+    )
+    .header("x-forwarded-uri", "/admin")
+    .header("X-Forwarded-User", "admin");
+    assert_eq!(status(req).await, 200);
+    let seen = s.upstream.last();
+    for name in [
+        "x-forwarded-client-cert",
+        "x-forwarded-uri",
+        "x-forwarded-user",
+    ] {
+        assert_eq!(seen.header(name), None, "{name} reached the upstream");
+    }
 }
 
 #[actix_web::test]

@@ -14,6 +14,7 @@ mod demo_api;
 mod deploy;
 mod http_auth;
 mod operations;
+mod properties;
 mod proxy;
 mod serve;
 mod slow_bodies;
