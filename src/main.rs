@@ -103,7 +103,8 @@ enum SessionsCommand {
             required_unless_present = "session"
         )]
         user: Option<String>,
-        #[arg(long, value_name = "ID")]
+        /// A session id from `sessions list` (ids may begin with `-`).
+        #[arg(long, value_name = "ID", allow_hyphen_values = true)]
         session: Option<String>,
     },
 }

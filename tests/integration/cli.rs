@@ -527,3 +527,15 @@ async fn a_password_change_ends_the_users_sessions_unless_told_to_keep_them() {
     );
     assert_eq!(session_status(&gw, &kept).await, 200);
 }
+
+#[test]
+fn a_session_id_may_begin_with_a_hyphen() {
+    // Ids are base64url: one in 32 begins with `-`, which must not read as a flag.
+    let redis = TestRedis::new();
+    let out = bffgate(
+        Some(&redis),
+        &["sessions", "revoke", "--session", "-gAAAAAAAAAAAAAAAAAAAA"],
+        None,
+    );
+    assert_contains(&failed(&out), "no live session -gAAAAAAAAAAAAAAAAAAAA");
+}
