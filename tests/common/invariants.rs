@@ -95,9 +95,28 @@ fn decoded(segment: &str) -> Vec<u8> {
     percent_encoding::percent_decode_str(segment).collect()
 }
 
+/// Does the absolute path `raw` have more `..` (in any spelling) than segments to leave?
+fn climbs_above_root(raw: &str) -> bool {
+    let mut depth = 0usize;
+    for segment in segments(raw) {
+        match decoded(segment).as_slice() {
+            b"" | b"." => {}
+            b".." => match depth.checked_sub(1) {
+                Some(up) => depth = up,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 /// `normalize` of a raw path, and `matched_prefix` of its output against a route prefix (a plain
 /// path as the configuration allows it: `/`, or `/seg/seg` without dot segments or escapes).
 pub fn check_path(raw: &str, prefix: &str) {
+    if raw.starts_with('/') && climbs_above_root(raw) {
+        assert!(normalize(raw).is_err(), "{raw:?} climbs above the root");
+    }
     let Ok(path) = normalize(raw) else {
         let not_absolute = normalize(raw) == Err(PathError::NotAbsolute);
         assert_eq!(not_absolute, !raw.starts_with('/'), "{raw:?}");
