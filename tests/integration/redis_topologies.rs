@@ -1,0 +1,177 @@
+//! The gateway on Redis as production runs it (topologies from `common::topologies`): a
+//! Sentinel failover while requests run costs 503s (cookie kept, never a 401) until the
+//! gateway finds the new primary by itself, and sessions continue; several gateway
+//! instances on one store, plain or Cluster, agree on every rotation and logout.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::common::{topologies::*, *};
+use bffgate::{config::Config, store::FamilyState};
+use reqwest::Method;
+
+const EMAIL: &str = "fran@example.com";
+
+/// One answer seen while the primary died: when, its status, whether it set a cookie.
+type Seen = (Instant, u16, bool);
+
+#[actix_web::test]
+async fn a_sentinel_failover_costs_503s_with_the_cookie_kept_and_the_session_continues() {
+    let mut group = SentinelGroup::start();
+    group.wait_until_failover_is_possible();
+    let mut config = test_config();
+    config.redis = Some(group.redis_config("failover:"));
+    let gw = Arc::new(TestGateway::start(config, EMAIL).await);
+    let cookie = login_cookie_of(&gw, EMAIL).await;
+    assert_eq!(session_status(&gw, &cookie).await, 200);
+
+    // Four browsers keep asking while the primary dies.
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (gw, cookie, seen, running) = (
+            Arc::clone(&gw),
+            cookie.clone(),
+            Arc::clone(&seen),
+            Arc::clone(&running),
+        );
+        load.push(actix_web::rt::spawn(async move {
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = send_with_cookie(&gw, Method::GET, "/auth/session", &cookie).await;
+                let sets_cookie = res.headers().contains_key("set-cookie");
+                let entry = (Instant::now(), res.status().as_u16(), sets_cookie);
+                seen.lock().unwrap().push(entry);
+            }
+        }));
+    }
+    eventually("requests to run", Duration::from_secs(10), || async {
+        seen.lock().unwrap().len() >= 20
+    })
+    .await;
+
+    let old_primary = group.primary_port;
+    let died = Instant::now();
+    group.kill_primary();
+    // The first 200 after the first 503: the gateway found the new primary by itself.
+    let recovered = || {
+        let seen = seen.lock().unwrap();
+        let first_503 = seen
+            .iter()
+            .position(|(at, s, _)| *at >= died && *s == 503)?;
+        seen[first_503..]
+            .iter()
+            .find(|(_, s, _)| *s == 200)
+            .map(|(at, _, _)| *at)
+    };
+    eventually(
+        "a 200 after the failover",
+        Duration::from_secs(60),
+        || async { recovered().is_some() },
+    )
+    .await;
+    let first_200 = recovered().expect("recovered");
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        task.await.expect("load task");
+    }
+    let cost = first_200 - died;
+    let seen = seen.lock().unwrap().clone();
+    let unavailable = seen.iter().filter(|(_, s, _)| *s == 503).count();
+    println!(
+        "sentinel failover: first 200 {cost:?} after the primary's death; \
+         {unavailable} of {} requests got 503",
+        seen.len()
+    );
+    for (_, status, sets_cookie) in &seen {
+        assert!(
+            *status == 200 || *status == 503,
+            "a failover answers 200 or 503, never {status}"
+        );
+        assert!(
+            !(*status == 503 && *sets_cookie),
+            "a 503 never touches the cookie"
+        );
+    }
+    assert!(cost < Duration::from_secs(60), "{cost:?}");
+    let new_primary = group
+        .current_primary_port()
+        .expect("the sentinels name one");
+    assert_ne!(new_primary, old_primary);
+    assert_eq!(new_primary, group.replica_port);
+
+    // The session goes on, on the new primary: it refreshes and stays live.
+    assert_eq!(session_status(&gw, &cookie).await, 200);
+    let next = refreshed(&gw, &cookie).await;
+    assert_eq!(session_status(&gw, &next).await, 200);
+    assert_eq!(gw.live_generation(&next).await, 1);
+}
+
+/// Three gateway instances on the store `config` names.
+async fn three_instances(config: Config) -> Vec<TestGateway> {
+    vec![
+        TestGateway::start(config.clone(), EMAIL).await,
+        TestGateway::join(config.clone()).await,
+        TestGateway::join(config).await,
+    ]
+}
+
+/// 1,000 concurrent refreshes of one cookie spread over three instances all succeed with the
+/// same successor (one new generation, no reuse verdict); then a logout on one instance is a
+/// 401 on each other one.
+async fn instances_agree_on_rotation_and_logout(config: Config) {
+    let gws = three_instances(config).await;
+    let c0 = login_cookie_of(&gws[0], EMAIL).await;
+    let client = raw_client();
+    let refreshes = (0..1000).map(|i| {
+        let gw = &gws[i % gws.len()];
+        client
+            .post(gw.url("/auth/refresh"))
+            .header("x-csrf", "1")
+            .header("cookie", cookie_header(&c0))
+            .send()
+    });
+    let answers = futures_util::future::join_all(refreshes).await;
+    let mut successors = std::collections::BTreeSet::new();
+    for res in answers {
+        let res = res.expect("refresh request");
+        assert_eq!(res.status(), 200, "every concurrent refresh succeeds");
+        successors.insert(open_cookie(&set_cookie_value(&res)).1);
+    }
+    assert_eq!(successors.len(), 1, "one successor secret for all of them");
+    let c1 = refreshed(&gws[1], &c0).await;
+    assert_eq!(
+        gws[2].live_generation(&c1).await,
+        1,
+        "exactly one new generation"
+    );
+    for gw in &gws {
+        assert_eq!(session_status(gw, &c1).await, 200);
+    }
+
+    let res = send_with_cookie(&gws[0], Method::POST, "/auth/logout", &c1).await;
+    assert!(res.status().is_success(), "logout: {}", res.status());
+    for gw in &gws[1..] {
+        assert_eq!(session_status(gw, &c1).await, 401);
+    }
+    assert!(matches!(
+        gws[1].family_state(&c1).await,
+        FamilyState::Revoked { .. }
+    ));
+}
+
+#[actix_web::test]
+async fn three_instances_on_one_redis_agree_on_every_rotation_and_logout() {
+    let redis = TestRedis::new();
+    instances_agree_on_rotation_and_logout(redis.config()).await;
+}
+
+#[actix_web::test]
+async fn three_instances_on_a_redis_cluster_agree_on_every_rotation_and_logout() {
+    let cluster = RedisCluster::start();
+    let mut config = test_config();
+    config.redis = Some(cluster.redis_config("instances:"));
+    instances_agree_on_rotation_and_logout(config).await;
+}
