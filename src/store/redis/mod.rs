@@ -250,8 +250,11 @@ impl Store for RedisStore {
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)?;
-        // The per-user index lives in another slot; a lost write only hides the family from
-        // the sessions list, it still expires on its own.
+        // The per-user index lives in another slot (a second command, not atomic with the
+        // first). The family first: the cookie is issued only once both writes succeeded, so
+        // a family that never reached the index (a failure or crash in between) was never
+        // handed out; logout-all and a password change, which revoke through the index,
+        // therefore miss no family a browser holds.
         redis::cmd("SADD")
             .arg(self.keys.user_families(&f.user_id))
             .arg(&f.id)
