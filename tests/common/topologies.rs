@@ -337,6 +337,29 @@ impl SentinelGroup {
         addr?.get(1)?.parse().ok()
     }
 
+    /// SIGSTOP to the primary: cut off, its connections open but silent.
+    pub fn freeze_primary(&self) {
+        if let Some(primary) = &self.primary {
+            primary.signal("STOP");
+        }
+    }
+
+    /// SIGCONT to a frozen primary.
+    pub fn thaw_primary(&self) {
+        if let Some(primary) = &self.primary {
+            primary.signal("CONT");
+        }
+    }
+
+    /// Waits until the sentinels have turned the old primary into a replica.
+    pub fn wait_until_old_primary_is_a_replica(&self) {
+        let c = client(&tcp_url(self.primary_port));
+        super::process::eventually_blocking("the old primary to be a replica", PATIENCE, || {
+            query::<String>(&c, redis::cmd("INFO").arg("replication"))
+                .is_some_and(|info| info.contains("role:slave"))
+        });
+    }
+
     /// SIGKILL to the primary: it dies without a word to anyone.
     pub fn kill_primary(&mut self) {
         if let Some(mut primary) = self.primary.take() {

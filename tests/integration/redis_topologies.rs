@@ -17,24 +17,17 @@ const EMAIL: &str = "fran@example.com";
 /// One answer seen while the primary died: when, its status, whether it set a cookie.
 type Seen = (Instant, u16, bool);
 
-#[actix_web::test]
-async fn a_sentinel_failover_costs_503s_with_the_cookie_kept_and_the_session_continues() {
-    let mut group = SentinelGroup::start();
-    group.wait_until_failover_is_possible();
-    let mut config = test_config();
-    config.redis = Some(group.redis_config("failover:"));
-    let gw = Arc::new(TestGateway::start(config, EMAIL).await);
-    let cookie = login_cookie_of(&gw, EMAIL).await;
-    assert_eq!(session_status(&gw, &cookie).await, 200);
-
-    // Four browsers keep asking while the primary dies.
+/// Four browsers poll `/auth/session` with `cookie` while `cut` takes the primary away;
+/// returns the time from `cut` to the first 200 after the first 503, having checked that
+/// every answer was a 200 or a 503 and that no 503 touched the cookie.
+async fn outage_under_load(gw: &Arc<TestGateway>, cookie: &str, cut: impl FnOnce()) -> Duration {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut load = Vec::new();
     for _ in 0..4 {
         let (gw, cookie, seen, running) = (
-            Arc::clone(&gw),
-            cookie.clone(),
+            Arc::clone(gw),
+            cookie.to_owned(),
             Arc::clone(&seen),
             Arc::clone(&running),
         );
@@ -52,15 +45,14 @@ async fn a_sentinel_failover_costs_503s_with_the_cookie_kept_and_the_session_con
     })
     .await;
 
-    let old_primary = group.primary_port;
-    let died = Instant::now();
-    group.kill_primary();
+    let cut_at = Instant::now();
+    cut();
     // The first 200 after the first 503: the gateway found the new primary by itself.
     let recovered = || {
         let seen = seen.lock().unwrap();
         let first_503 = seen
             .iter()
-            .position(|(at, s, _)| *at >= died && *s == 503)?;
+            .position(|(at, s, _)| *at >= cut_at && *s == 503)?;
         seen[first_503..]
             .iter()
             .find(|(_, s, _)| *s == 200)
@@ -77,11 +69,11 @@ async fn a_sentinel_failover_costs_503s_with_the_cookie_kept_and_the_session_con
     for task in load {
         task.await.expect("load task");
     }
-    let cost = first_200 - died;
+    let cost = first_200 - cut_at;
     let seen = seen.lock().unwrap().clone();
     let unavailable = seen.iter().filter(|(_, s, _)| *s == 503).count();
     println!(
-        "sentinel failover: first 200 {cost:?} after the primary's death; \
+        "sentinel failover: first 200 {cost:?} after the primary was cut off; \
          {unavailable} of {} requests got 503",
         seen.len()
     );
@@ -96,10 +88,27 @@ async fn a_sentinel_failover_costs_503s_with_the_cookie_kept_and_the_session_con
         );
     }
     assert!(cost < Duration::from_secs(60), "{cost:?}");
+    cost
+}
+
+async fn gateway_on(group: &SentinelGroup, prefix: &str) -> Arc<TestGateway> {
+    let mut config = test_config();
+    config.redis = Some(group.redis_config(prefix));
+    Arc::new(TestGateway::start(config, EMAIL).await)
+}
+
+#[actix_web::test]
+async fn a_sentinel_failover_costs_503s_with_the_cookie_kept_and_the_session_continues() {
+    let mut group = SentinelGroup::start();
+    group.wait_until_failover_is_possible();
+    let gw = gateway_on(&group, "failover:").await;
+    let cookie = login_cookie_of(&gw, EMAIL).await;
+    assert_eq!(session_status(&gw, &cookie).await, 200);
+
+    outage_under_load(&gw, &cookie, || group.kill_primary()).await;
     let new_primary = group
         .current_primary_port()
         .expect("the sentinels name one");
-    assert_ne!(new_primary, old_primary);
     assert_eq!(new_primary, group.replica_port);
 
     // The session goes on, on the new primary: it refreshes and stays live.
@@ -107,6 +116,34 @@ async fn a_sentinel_failover_costs_503s_with_the_cookie_kept_and_the_session_con
     let next = refreshed(&gw, &cookie).await;
     assert_eq!(session_status(&gw, &next).await, 200);
     assert_eq!(gw.live_generation(&next).await, 1);
+}
+
+#[actix_web::test]
+async fn a_primary_cut_off_and_back_as_a_replica_never_answers_for_the_new_one() {
+    let mut group = SentinelGroup::start();
+    group.wait_until_failover_is_possible();
+    let gw = gateway_on(&group, "partition:").await;
+    let cookie = login_cookie_of(&gw, EMAIL).await;
+    let doomed = login_cookie_of(&gw, EMAIL).await;
+
+    // Frozen, not dead: requests to it hang until the timeout (2 s), then 503.
+    outage_under_load(&gw, &cookie, || group.freeze_primary()).await;
+    assert_eq!(group.current_primary_port(), Some(group.replica_port));
+    // A logout on the new primary, then the old one wakes up and knows nothing of it.
+    let res = send_with_cookie(&gw, Method::POST, "/auth/logout", &doomed).await;
+    assert!(res.status().is_success(), "logout: {}", res.status());
+    group.thaw_primary();
+    group.wait_until_old_primary_is_a_replica();
+    for _ in 0..20 {
+        assert_eq!(
+            session_status(&gw, &doomed).await,
+            401,
+            "read from the new primary"
+        );
+        assert_eq!(session_status(&gw, &cookie).await, 200);
+    }
+    let next = refreshed(&gw, &cookie).await;
+    assert_eq!(session_status(&gw, &next).await, 200);
 }
 
 /// Three gateway instances on the store `config` names.

@@ -74,28 +74,38 @@ enum Connection {
     Cluster(ClusterConnection),
 }
 
-/// A pooled connection, whether a command on it failed at the connection level, and the
-/// store's failure count when it was last known good.
+/// A pooled connection, whether a command on it failed at the connection level, the store's
+/// failure count when it was last known good, and (sentinel) the primary it was opened to.
 struct Pooled {
     conn: Connection,
     broken: bool,
     checked_at: u64,
+    primary: Option<String>,
 }
 
 impl Lender {
-    /// Whether a connection still leads where it should: it answers, and (sentinel) the
-    /// server is still a primary — after a failover, a restarted old primary comes back as
-    /// a replica and would refuse every write.
-    async fn check(&self, conn: &mut Connection) -> Result<(), RedisError> {
-        match (&*self.source, conn) {
-            (Source::Sentinel(_), Connection::Server(conn)) => {
+    /// Whether a connection still leads where it should: it answers, and (sentinel) its
+    /// server is the one the sentinels name as the primary now and says it is one. After a
+    /// failover, an old primary that was only cut off (not dead) would otherwise keep
+    /// answering reads with what it knew and accept writes that are lost when it rejoins
+    /// as a replica.
+    async fn check(&self, pooled: &mut Pooled) -> Result<(), RedisError> {
+        let moved = || {
+            RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ReadOnly),
+                "the sentinels name another primary now",
+            ))
+        };
+        match (&*self.source, &mut pooled.conn) {
+            (Source::Sentinel(sentinel), Connection::Server(conn)) => {
+                let current = sentinel.lock().await.async_get_client().await?;
+                if Some(current.get_connection_info().addr().to_string()) != pooled.primary {
+                    return Err(moved());
+                }
                 let role: Vec<Value> = redis::cmd("ROLE").query_async(conn).await?;
                 match role.first() {
                     Some(Value::BulkString(role)) if role.as_slice() == b"master" => Ok(()),
-                    _ => Err(RedisError::from((
-                        ErrorKind::Server(ServerErrorKind::ReadOnly),
-                        "the sentinels' primary is a replica now",
-                    ))),
+                    _ => Err(moved()),
                 }
             }
             (_, Connection::Server(conn)) => redis::cmd("PING").query_async::<()>(conn).await,
@@ -109,25 +119,29 @@ impl managed::Manager for Lender {
     type Error = RedisError;
 
     async fn create(&self) -> Result<Pooled, RedisError> {
+        let mut primary = None;
         let conn = match &*self.source {
             Source::Server(client) => Connection::Server(
                 client
                     .get_multiplexed_async_connection_with_config(&self.connection)
                     .await?,
             ),
-            Source::Sentinel(client) => Connection::Server(
-                client
-                    .lock()
-                    .await
-                    .get_async_connection_with_config(&self.connection)
-                    .await?,
-            ),
+            Source::Sentinel(sentinel) => {
+                let client = sentinel.lock().await.async_get_client().await?;
+                primary = Some(client.get_connection_info().addr().to_string());
+                Connection::Server(
+                    client
+                        .get_multiplexed_async_connection_with_config(&self.connection)
+                        .await?,
+                )
+            }
             Source::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
         };
         Ok(Pooled {
             conn,
             broken: false,
             checked_at: self.failures.load(Ordering::Acquire),
+            primary,
         })
     }
 
@@ -139,7 +153,7 @@ impl managed::Manager for Lender {
         if pooled.checked_at == failures && metrics.last_used() < IDLE_CHECK {
             return Ok(());
         }
-        self.check(&mut pooled.conn).await?;
+        self.check(pooled).await?;
         pooled.checked_at = failures;
         Ok(())
     }
