@@ -1,6 +1,7 @@
 //! The gateway on Redis as production runs it (topologies from `common::topologies`): a
 //! Sentinel failover while requests run costs 503s (cookie kept, never a 401) until the
-//! gateway finds the new primary by itself, and sessions continue; several gateway
+//! gateway finds the new primary by itself, and sessions continue; a pooled connection to a
+//! primary that was only cut off is not lent once it is back (no stale read); several gateway
 //! instances on one store, plain or Cluster, agree on every rotation and logout.
 
 use std::{
@@ -211,4 +212,61 @@ async fn three_instances_on_a_redis_cluster_agree_on_every_rotation_and_logout()
     let mut config = test_config();
     config.redis = Some(cluster.redis_config("instances:"));
     instances_agree_on_rotation_and_logout(config).await;
+}
+
+#[tokio::test]
+async fn a_connection_to_a_primary_that_was_cut_off_is_not_lent_once_it_is_back() {
+    use bffgate::{
+        clock::{Clock as _, SystemClock},
+        store::{NewFamily, RevokeOutcome, RevokeReason, Store},
+    };
+    let mut group = SentinelGroup::start();
+    group.wait_until_failover_is_possible();
+    // This store's pooled connection leads to the primary, and sits idle through the cut.
+    let store = group.store("cut:");
+    let now = SystemClock.now_ms();
+    let id = bffgate::tokens::new_id().expect("id");
+    store
+        .create_family(&NewFamily {
+            id: id.clone(),
+            user_id: "u1".into(),
+            secret_hash: "h0".into(),
+            now,
+            idle_ms: 600_000,
+            abs_exp: now + 600_000,
+            user_agent: "ua".into(),
+            ip: "127.0.0.1".into(),
+        })
+        .await
+        .expect("family created");
+
+    group.freeze_primary();
+    let replica = group.replica_port;
+    eventually("the failover", Duration::from_secs(60), || async {
+        group.current_primary_port() == Some(replica)
+    })
+    .await;
+    // Another instance revokes the family on the new primary, once it acts as one.
+    let other = group.store("cut:");
+    eventually("the new primary", Duration::from_secs(30), || async {
+        other.ping().await.is_ok()
+    })
+    .await;
+    assert_eq!(
+        other
+            .revoke_family(&id, RevokeReason::Logout, SystemClock.now_ms())
+            .await
+            .expect("revoked on the new primary"),
+        RevokeOutcome::Revoked
+    );
+    // The old primary wakes up still believing it is one, with the family live in it.
+    group.thaw_primary();
+    let state = store
+        .family(&id, SystemClock.now_ms())
+        .await
+        .expect("the store answers");
+    assert!(
+        matches!(state, FamilyState::Revoked { .. }),
+        "read from the old primary: {state:?}"
+    );
 }
