@@ -3,7 +3,8 @@
 //! gateway finds the new primary by itself, and sessions continue; a pooled connection to a
 //! primary that was only cut off is not lent once it is back (no stale read); several gateway
 //! instances on one store, plain or Cluster, agree on every rotation and logout, and 10,000
-//! refreshes over many sessions fork no family and revoke none.
+//! refreshes over many sessions fork no family and revoke none; an authenticated request
+//! costs one Redis command on every topology.
 
 use std::{
     sync::{Arc, Mutex},
@@ -347,4 +348,109 @@ async fn many_sessions_never_fork_nor_get_revoked(config: Config) {
 async fn ten_thousand_refreshes_over_three_instances_fork_no_family_and_revoke_none() {
     let redis = TestRedis::new();
     many_sessions_never_fork_nor_get_revoked(redis.config()).await;
+}
+
+/// Commands the servers at `ports` processed so far, but for the kinds in `excluded`, read
+/// on one connection per server (`INFO commandstats`; a read counts itself once on its
+/// server, in the next read).
+struct CommandCount {
+    conns: Vec<redis::Connection>,
+    excluded: &'static [&'static str],
+}
+
+impl CommandCount {
+    fn of(ports: &[u16], excluded: &'static [&'static str]) -> Self {
+        let conns = ports
+            .iter()
+            .map(|p| {
+                redis::Client::open(format!("redis://127.0.0.1:{p}"))
+                    .and_then(|c| c.get_connection())
+                    .expect("redis connection")
+            })
+            .collect();
+        Self { conns, excluded }
+    }
+
+    fn total(&mut self) -> u64 {
+        let excluded = self.excluded;
+        self.conns
+            .iter_mut()
+            .map(|conn| {
+                let info: String = redis::cmd("INFO")
+                    .arg("commandstats")
+                    .query(conn)
+                    .expect("INFO");
+                info.lines()
+                    .filter_map(|l| l.strip_prefix("cmdstat_"))
+                    .filter_map(|l| l.split_once(":calls="))
+                    .filter(|(name, _)| !excluded.contains(name))
+                    .filter_map(|(_, rest)| rest.split(',').next()?.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+}
+
+/// Redis commands per authenticated `GET /auth/session`, over 200 requests after a warm-up.
+async fn commands_per_request(
+    config: Config,
+    ports: &[u16],
+    excluded: &'static [&'static str],
+) -> f64 {
+    let gw = TestGateway::start(config, EMAIL).await;
+    let cookie = login_cookie_of(&gw, EMAIL).await;
+    for _ in 0..10 {
+        assert_eq!(session_status(&gw, &cookie).await, 200);
+    }
+    let mut count = CommandCount::of(ports, excluded);
+    let before = count.total();
+    for _ in 0..200 {
+        assert_eq!(session_status(&gw, &cookie).await, 200);
+    }
+    let after = count.total();
+    let reads = if excluded.contains(&"info") {
+        0
+    } else {
+        ports.len() as u64
+    };
+    (after - before - reads) as f64 / 200.0
+}
+
+#[actix_web::test]
+async fn an_authenticated_request_costs_one_redis_command_on_every_topology() {
+    let plain = RedisServer::start();
+    let mut config = with_redis(test_config(), &plain.url(), "cost:");
+    let standalone = commands_per_request(config.clone(), &[plain.port], &[]).await;
+
+    // The sentinels and the replica talk to the primary on their own (PING, INFO, PUBLISH,
+    // REPLCONF…): those kinds are not counted; the standalone count covers a PING per
+    // checkout, which takes the same path.
+    let group = SentinelGroup::start();
+    config.redis = Some(group.redis_config("cost:"));
+    let background = &[
+        "ping",
+        "info",
+        "publish",
+        "replconf",
+        "client",
+        "subscribe",
+        "role",
+    ];
+    let sentinel = commands_per_request(config.clone(), &[group.primary_port], background).await;
+
+    let cluster = RedisCluster::start();
+    config.redis = Some(cluster.redis_config("cost:"));
+    let clustered = commands_per_request(config, &cluster.ports, &[]).await;
+
+    println!(
+        "Redis commands per authenticated request: standalone {standalone:.2}, \
+         sentinel {sentinel:.2}, cluster {clustered:.2}"
+    );
+    for (mode, cost) in [
+        ("standalone", standalone),
+        ("sentinel", sentinel),
+        ("cluster", clustered),
+    ] {
+        assert!(cost <= 1.0, "{mode}: {cost} commands per request");
+    }
 }
