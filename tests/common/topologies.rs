@@ -369,20 +369,33 @@ impl SentinelGroup {
     }
 }
 
-/// A Redis Cluster of three primaries (no replicas), every slot assigned and agreed on.
+/// A Redis Cluster of three primaries, every slot assigned and agreed on; with a replica
+/// each if asked ([`RedisCluster::start_with_replicas`]).
 pub struct RedisCluster {
+    /// Every node's port: the primaries first, then their replicas in the same order.
     pub ports: Vec<u16>,
-    _nodes: Vec<ChildProcess>,
+    nodes: Vec<Option<ChildProcess>>,
     _dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
+    /// Three primaries, no replicas.
     pub fn start() -> Self {
+        Self::start_nodes(false, 5000)
+    }
+
+    /// Three primaries and a replica of each; a node is failed after 1.5 s unreachable.
+    pub fn start_with_replicas() -> Self {
+        Self::start_nodes(true, 1500)
+    }
+
+    fn start_nodes(replicas: bool, node_timeout_ms: u64) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let count = if replicas { 6 } else { 3 };
         let mut ports = Vec::new();
         let mut bus_ports = Vec::new();
         let mut nodes = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..count {
             let port = free_port();
             let bus = free_port();
             let ndir = dir.path().join(port.to_string());
@@ -398,7 +411,9 @@ impl RedisCluster {
                 "--cluster-port",
                 &bus.to_string(),
                 "--cluster-node-timeout",
-                "5000",
+                &node_timeout_ms.to_string(),
+                "--repl-diskless-sync-delay",
+                "0",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -410,8 +425,8 @@ impl RedisCluster {
             nodes.push(node);
         }
         // What `redis-cli --cluster create` does, without its one-second waits: a distinct
-        // config epoch and a third of the slots for each node, then every node meets the
-        // first.
+        // config epoch and a third of the slots for each primary, every node meets the
+        // first, then each replica follows its primary.
         let clients: Vec<redis::Client> = ports.iter().map(|p| client(&tcp_url(*p))).collect();
         let cluster = |c: &redis::Client, args: &[String]| {
             let mut cmd = redis::cmd("CLUSTER");
@@ -421,19 +436,17 @@ impl RedisCluster {
             query::<redis::Value>(c, &cmd)
                 .unwrap_or_else(|| panic!("CLUSTER {} refused", args.join(" ")))
         };
-        let per_node = 16384 / ports.len();
+        let per_node = 16384 / 3;
         for (i, c) in clients.iter().enumerate() {
-            let first = i * per_node;
-            let last = if i + 1 == ports.len() {
-                16383
-            } else {
-                first + per_node - 1
-            };
             cluster(c, &["SET-CONFIG-EPOCH".into(), (i + 1).to_string()]);
-            cluster(
-                c,
-                &["ADDSLOTSRANGE".into(), first.to_string(), last.to_string()],
-            );
+            if i < 3 {
+                let first = i * per_node;
+                let last = if i == 2 { 16383 } else { first + per_node - 1 };
+                cluster(
+                    c,
+                    &["ADDSLOTSRANGE".into(), first.to_string(), last.to_string()],
+                );
+            }
         }
         for (port, bus) in ports.iter().zip(&bus_ports).skip(1) {
             cluster(
@@ -446,20 +459,65 @@ impl RedisCluster {
                 ],
             );
         }
+        let known = format!("cluster_known_nodes:{count}");
+        for (node, port) in nodes.iter_mut().zip(&ports) {
+            let c = client(&tcp_url(*port));
+            node.wait_until_ready_blocking(PATIENCE, || {
+                query::<String>(&c, redis::cmd("CLUSTER").arg("INFO"))
+                    .is_some_and(|info| info.contains(&known))
+            });
+        }
+        if replicas {
+            for i in 0..3 {
+                let id: String =
+                    query(&clients[i], redis::cmd("CLUSTER").arg("MYID")).expect("CLUSTER MYID");
+                cluster(&clients[i + 3], &["REPLICATE".into(), id]);
+            }
+            for (node, port) in nodes.iter_mut().zip(&ports).skip(3) {
+                let c = client(&tcp_url(*port));
+                node.wait_until_ready_blocking(PATIENCE, || {
+                    query::<String>(&c, redis::cmd("INFO").arg("replication"))
+                        .is_some_and(|info| info.contains("master_link_status:up"))
+                });
+            }
+        }
         for (node, port) in nodes.iter_mut().zip(&ports) {
             let c = client(&tcp_url(*port));
             node.wait_until_ready_blocking(PATIENCE, || {
                 query::<String>(&c, redis::cmd("CLUSTER").arg("INFO")).is_some_and(|info| {
-                    info.contains("cluster_state:ok")
-                        && info.contains("cluster_slots_ok:16384")
-                        && info.contains("cluster_known_nodes:3")
+                    info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
                 })
             });
         }
         Self {
             ports,
-            _nodes: nodes,
+            nodes: nodes.into_iter().map(Some).collect(),
             _dir: dir,
+        }
+    }
+
+    /// The port of the primary that holds `key` now (asked of every live node).
+    pub fn primary_of(&self, key: &str) -> Option<u16> {
+        self.ports
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(_, node)| node.is_some())
+            .find_map(|(port, _)| {
+                let c = client(&tcp_url(*port));
+                let role: Vec<redis::Value> = query(&c, &redis::cmd("ROLE"))?;
+                let is_primary =
+                    matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
+                let here: i64 = query(&c, redis::cmd("EXISTS").arg(key))?;
+                (is_primary && here == 1).then_some(*port)
+            })
+    }
+
+    /// SIGKILL to the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node");
+        if let Some(mut node) = self.nodes[i].take() {
+            node.signal("KILL");
+            node.wait_for_exit(Duration::from_secs(10));
         }
     }
 

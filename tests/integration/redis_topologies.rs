@@ -23,7 +23,12 @@ type Seen = (Instant, u16, bool);
 /// Four browsers poll `/auth/session` with `cookie` while `cut` takes the primary away;
 /// returns the time from `cut` to the first 200 after the first 503, having checked that
 /// every answer was a 200 or a 503 and that no 503 touched the cookie.
-async fn outage_under_load(gw: &Arc<TestGateway>, cookie: &str, cut: impl FnOnce()) -> Duration {
+async fn outage_under_load(
+    gw: &Arc<TestGateway>,
+    cookie: &str,
+    what: &str,
+    cut: impl FnOnce(),
+) -> Duration {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut load = Vec::new();
@@ -76,7 +81,7 @@ async fn outage_under_load(gw: &Arc<TestGateway>, cookie: &str, cut: impl FnOnce
     let seen = seen.lock().unwrap().clone();
     let unavailable = seen.iter().filter(|(_, s, _)| *s == 503).count();
     println!(
-        "sentinel failover: first 200 {cost:?} after the primary was cut off; \
+        "{what}: first 200 {cost:?} after the primary was cut off; \
          {unavailable} of {} requests got 503",
         seen.len()
     );
@@ -108,7 +113,10 @@ async fn a_sentinel_failover_costs_503s_with_the_cookie_kept_and_the_session_con
     let cookie = login_cookie_of(&gw, EMAIL).await;
     assert_eq!(session_status(&gw, &cookie).await, 200);
 
-    outage_under_load(&gw, &cookie, || group.kill_primary()).await;
+    outage_under_load(&gw, &cookie, "sentinel, primary killed", || {
+        group.kill_primary()
+    })
+    .await;
     let new_primary = group
         .current_primary_port()
         .expect("the sentinels name one");
@@ -130,7 +138,10 @@ async fn a_primary_cut_off_and_back_as_a_replica_never_answers_for_the_new_one()
     let doomed = login_cookie_of(&gw, EMAIL).await;
 
     // Frozen, not dead: requests to it hang until the timeout (2 s), then 503.
-    outage_under_load(&gw, &cookie, || group.freeze_primary()).await;
+    outage_under_load(&gw, &cookie, "sentinel, primary frozen", || {
+        group.freeze_primary()
+    })
+    .await;
     assert_eq!(group.current_primary_port(), Some(group.replica_port));
     // A logout on the new primary, then the old one wakes up and knows nothing of it.
     let res = send_with_cookie(&gw, Method::POST, "/auth/logout", &doomed).await;
@@ -453,4 +464,29 @@ async fn an_authenticated_request_costs_one_redis_command_on_every_topology() {
     ] {
         assert!(cost <= 1.0, "{mode}: {cost} commands per request");
     }
+}
+
+#[actix_web::test]
+async fn a_cluster_failover_costs_503s_with_the_cookie_kept_and_the_session_continues() {
+    let mut cluster = RedisCluster::start_with_replicas();
+    let mut config = test_config();
+    config.redis = Some(cluster.redis_config("cfail:"));
+    let gw = Arc::new(TestGateway::start(config, EMAIL).await);
+    let cookie = login_cookie_of(&gw, EMAIL).await;
+    let key = format!("cfail:fam:{{{}}}", family_of(&cookie));
+    let primary = cluster.primary_of(&key).expect("the family's primary");
+
+    outage_under_load(&gw, &cookie, "cluster, primary killed", || {
+        cluster.kill(primary)
+    })
+    .await;
+    let promoted = cluster
+        .primary_of(&key)
+        .expect("a new primary holds the family");
+    assert_ne!(promoted, primary);
+
+    assert_eq!(session_status(&gw, &cookie).await, 200);
+    let next = refreshed(&gw, &cookie).await;
+    assert_eq!(session_status(&gw, &next).await, 200);
+    assert_eq!(gw.live_generation(&next).await, 1);
 }
