@@ -119,6 +119,29 @@ impl managed::Manager for Lender {
     type Error = RedisError;
 
     async fn create(&self) -> Result<Pooled, RedisError> {
+        // Boxed: the connecting futures (the Cluster's above all) are deep types, and every
+        // store method awaits a checkout; inline, `create_user`'s future overflowed the
+        // compiler's layout depth limit in release builds. Connecting is rare, so the
+        // allocation costs nothing per request.
+        Box::pin(self.connect()).await
+    }
+
+    async fn recycle(&self, pooled: &mut Pooled, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if pooled.broken {
+            return Err(RecycleError::message("the connection failed"));
+        }
+        let failures = self.failures.load(Ordering::Acquire);
+        if pooled.checked_at == failures && metrics.last_used() < IDLE_CHECK {
+            return Ok(());
+        }
+        Box::pin(self.check(pooled)).await?;
+        pooled.checked_at = failures;
+        Ok(())
+    }
+}
+
+impl Lender {
+    async fn connect(&self) -> Result<Pooled, RedisError> {
         let mut primary = None;
         let conn = match &*self.source {
             Source::Server(client) => Connection::Server(
@@ -143,19 +166,6 @@ impl managed::Manager for Lender {
             checked_at: self.failures.load(Ordering::Acquire),
             primary,
         })
-    }
-
-    async fn recycle(&self, pooled: &mut Pooled, metrics: &Metrics) -> RecycleResult<RedisError> {
-        if pooled.broken {
-            return Err(RecycleError::message("the connection failed"));
-        }
-        let failures = self.failures.load(Ordering::Acquire);
-        if pooled.checked_at == failures && metrics.last_used() < IDLE_CHECK {
-            return Ok(());
-        }
-        self.check(pooled).await?;
-        pooled.checked_at = failures;
-        Ok(())
     }
 }
 
