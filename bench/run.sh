@@ -118,6 +118,8 @@ EOF
 "$NGINX" -p "$WORK/nginx" -c nginx.conf
 
 COOKIE_KEY="$(head -c 64 /dev/urandom | base64 -w0)"
+# A [redis] gateway signs with a key file every instance shares (config check requires it).
+"$BIN" keys generate --cookie-key-out "$WORK/cookie.key" --signing-key-out "$WORK/ed25519.pem" >/dev/null
 cat > "$WORK/bffgate.toml" <<EOF
 listen = "127.0.0.1:$GW_PORT"
 public_origin = "http://127.0.0.1:$GW_PORT"
@@ -126,6 +128,8 @@ $REDIS_TOML
 key_prefix = "bench:"
 [cookie]
 key = "$COOKIE_KEY"
+[jwt]
+signing_key_file = "$WORK/ed25519.pem"
 [session]
 # Long enough that the proxy rounds never rotate (their cookie is fixed).
 access_ttl = "1h"
