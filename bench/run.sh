@@ -3,6 +3,8 @@
 #
 #   bash bench/run.sh            # about 8 minutes; writes bench/results.md
 #   ROUND_SECONDS=5 ROUNDS=2 SCALE_FAMILIES=100000 bash bench/run.sh   # a quicker pass
+#   REDIS_MODE=cluster bash bench/run.sh   # on a three-primary Redis Cluster instead;
+#                                          # writes bench/results-cluster.md
 #
 # Starts its own redis-server, an nginx serving a fast upstream and proxying to it (with
 # keep-alive: the floor of proxying with no auth at all), and `bffgate serve` with a route
@@ -16,7 +18,12 @@ CONNECTIONS="${CONNECTIONS:-32}"
 CHAINS="${CHAINS:-16}"
 MEMORY_FAMILIES="${MEMORY_FAMILIES:-100000}"
 SCALE_FAMILIES="${SCALE_FAMILIES:-1000000}"
-OUT="${OUT:-bench/results.md}"
+REDIS_MODE="${REDIS_MODE:-standalone}"
+case "$REDIS_MODE" in
+  standalone) OUT="${OUT:-bench/results.md}" ;;
+  cluster) OUT="${OUT:-bench/results-cluster.md}" ;;
+  *) echo "REDIS_MODE must be standalone or cluster" >&2; exit 2 ;;
+esac
 CORES="$(nproc)"
 
 need=()
@@ -52,11 +59,37 @@ wait_http() { # url
 
 REDIS_PORT="$(free_port)"; UP_PORT="$(free_port)"; NGINX_PORT="$(free_port)"; GW_PORT="$(free_port)"
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+REDIS_PORTS=("$REDIS_PORT")
+REDIS_TOML="url = \"$REDIS_URL\""
+if [ "$REDIS_MODE" = cluster ]; then
+  REDIS_PORTS+=("$(free_port)" "$(free_port)")
+fi
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-  --daemonize no --logfile "$WORK/redis.log" &
-PIDS+=($!)
-for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+for port in "${REDIS_PORTS[@]}"; do
+  extra=()
+  [ "$REDIS_MODE" = cluster ] && extra=(--cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
+    --cluster-port "$(free_port)" --dir "$WORK")
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no --logfile "$WORK/redis-$port.log" "${extra[@]}" &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+done
+if [ "$REDIS_MODE" = cluster ]; then
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${REDIS_PORTS[@]}") --cluster-yes >/dev/null
+  for port in "${REDIS_PORTS[@]}"; do
+    for _ in $(seq 1 200); do
+      redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' && break; sleep 0.05
+    done
+  done
+  REDIS_URL="$(printf 'redis://127.0.0.1:%s,' "${REDIS_PORTS[@]}")"; REDIS_URL="${REDIS_URL%,}"
+  REDIS_TOML="mode = \"cluster\"
+nodes = [$(printf '"redis://127.0.0.1:%s", ' "${REDIS_PORTS[@]}" | sed 's/, $//')]"
+fi
+flush_redis() { for port in "${REDIS_PORTS[@]}"; do redis-cli -p "$port" flushall >/dev/null; done; }
+redis_memory() { # used_memory summed over the nodes
+  for port in "${REDIS_PORTS[@]}"; do redis-cli -p "$port" info memory; done |
+    awk -F: '/^used_memory:/ {n+=$2} END {print n+0}'
+}
 
 # nginx: the fast upstream (a small JSON answer) and the reference proxy in front of it.
 mkdir -p "$WORK/nginx/logs"
@@ -85,14 +118,18 @@ EOF
 "$NGINX" -p "$WORK/nginx" -c nginx.conf
 
 COOKIE_KEY="$(head -c 64 /dev/urandom | base64 -w0)"
+# A [redis] gateway signs with a key file every instance shares (config check requires it).
+"$BIN" keys generate --cookie-key-out "$WORK/cookie.key" --signing-key-out "$WORK/ed25519.pem" >/dev/null
 cat > "$WORK/bffgate.toml" <<EOF
 listen = "127.0.0.1:$GW_PORT"
 public_origin = "http://127.0.0.1:$GW_PORT"
 [redis]
-url = "$REDIS_URL"
+$REDIS_TOML
 key_prefix = "bench:"
 [cookie]
 key = "$COOKIE_KEY"
+[jwt]
+signing_key_file = "$WORK/ed25519.pem"
 [session]
 # Long enough that the proxy rounds never rotate (their cookie is fixed).
 access_ttl = "1h"
@@ -168,7 +205,7 @@ rotation_round() { # name seconds
   run_wrk "$1" "$CHAINS" "$2" "http://127.0.0.1:$GW_PORT/auth/refresh" \
     -t"$CHAINS" -s bench/rotate.lua -- "$WORK/chains.txt"
 }
-redis-cli -p "$REDIS_PORT" flushall >/dev/null
+flush_redis
 printf 'a benchmark password' | "$BIN" user add bench@example.com --password-stdin >/dev/null
 "$TOOL" fill "$REDIS_URL" bench: 1000 2>/dev/null
 echo "rotation with 1,000 live families…" >&2
@@ -193,10 +230,10 @@ RSS_KB="$(awk '/VmHWM/ {print $2}' /proc/$GW_PID/status)"
 
 # Redis memory per family.
 echo "filling $MEMORY_FAMILIES families…" >&2
-redis-cli -p "$REDIS_PORT" flushall >/dev/null
-BEFORE="$(redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:/ {print $2+0}')"
+flush_redis
+BEFORE="$(redis_memory)"
 "$TOOL" fill "$REDIS_URL" bench: "$MEMORY_FAMILIES" 2>/dev/null
-AFTER="$(redis-cli -p "$REDIS_PORT" info memory | awk -F: '/^used_memory:/ {print $2+0}')"
+AFTER="$(redis_memory)"
 BYTES_PER_FAMILY=$(( (AFTER - BEFORE) / MEMORY_FAMILIES ))
 
 # Scale: rotation p99 with SCALE_FAMILIES live families.
@@ -217,7 +254,7 @@ LOGIN_CEILING=$(awk -v c="$CORES" -v ms="$ARGON_MS" 'BEGIN { printf "%.1f", c * 
 {
   echo "# bffgate benchmark — $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "$CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(redis-server --version | awk '{print $3}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), wrk $CONNECTIONS connections, $ROUNDS rounds × $ROUND_SECONDS s alternating (medians)."
+  echo "$CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(redis-server --version | awk '{print $3}') ($REDIS_MODE, ${#REDIS_PORTS[@]} node(s)), $("$NGINX" -v 2>&1 | sed 's/.*: //'), wrk $CONNECTIONS connections, $ROUNDS rounds × $ROUND_SECONDS s alternating (medians)."
   echo
   echo "| authenticated proxied GET | requests/s | p50 ms | p99 ms |"
   echo "| --- | --- | --- | --- |"

@@ -14,7 +14,10 @@ use std::{sync::Arc, time::Instant};
 use bffgate::{
     clock::{Clock as _, SystemClock},
     password::{hash_blocking, Passwords},
-    store::{redis::RedisStore, NewFamily, Store},
+    store::{
+        redis::{RedisStore, Topology},
+        NewFamily, Store,
+    },
     tokens::{new_id, RefreshToken},
 };
 
@@ -37,10 +40,27 @@ async fn argon2(n: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Fills `n` families into the Redis at `url`, or the Cluster whose nodes `url` lists
+/// comma-separated.
 async fn fill(url: &str, prefix: &str, n: usize) -> Result<(), String> {
+    let topology = if url.contains(',') {
+        Topology::Cluster {
+            nodes: url.split(',').map(str::to_owned).collect(),
+        }
+    } else {
+        Topology::Standalone {
+            url: url.to_owned(),
+        }
+    };
     let store: Arc<dyn Store> = Arc::new(
-        RedisStore::connect(url, prefix, 32, std::time::Duration::from_secs(10))
-            .map_err(|e| e.to_string())?,
+        RedisStore::open(
+            &topology,
+            None,
+            prefix,
+            32,
+            std::time::Duration::from_secs(10),
+        )
+        .map_err(|e| e.to_string())?,
     );
     let user = new_id().map_err(|e| e.to_string())?;
     let start = Instant::now();
@@ -122,14 +142,15 @@ async fn main() -> std::process::ExitCode {
         },
         ["fill", url, prefix, n] => match n.parse() {
             Ok(n) => fill(url, prefix, n).await,
-            Err(_) => Err("fill REDIS_URL PREFIX N".into()),
+            Err(_) => Err("fill REDIS_URL[,NODE...] PREFIX N".into()),
         },
         ["probe", url, seconds, rate] => match (seconds.parse(), rate.parse()) {
             (Ok(seconds), Ok(rate)) => probe(url, seconds, rate).await,
             _ => Err("probe URL SECONDS RATE".into()),
         },
         _ => Err(
-            "usage: bench-tool argon2 N | fill REDIS_URL PREFIX N | probe URL SECONDS RATE".into(),
+            "usage: bench-tool argon2 N | fill REDIS_URL[,NODE...] PREFIX N | probe URL SECONDS RATE"
+                .into(),
         ),
     };
     match result {

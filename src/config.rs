@@ -215,16 +215,40 @@ impl RouteConfig {
     }
 }
 
+/// How the gateway reaches Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server at `url`.
+    #[default]
+    Standalone,
+    /// The primary the sentinels at `nodes` name `sentinel_master`.
+    Sentinel,
+    /// A Redis Cluster, discovered from the seed nodes at `nodes`.
+    Cluster,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://[user[:password]@]host[:port][/db]` or `unix:///path/to/redis.sock[?db=N]`;
-    /// no other scheme (TLS, Sentinel, Cluster) is accepted. Connect with
-    /// [`RedisConfig::connection_url`], which adds the password from `password_file`.
+    /// standalone, sentinel or cluster.
+    pub mode: RedisMode,
+    /// Standalone: `redis://[user[:password]@]host[:port][/db]`, `rediss://…` (TLS) or
+    /// `unix:///path/to/redis.sock[?db=N]`. Connect with [`RedisConfig::connection_url`],
+    /// which adds the password from `password_file`.
     pub url: Redacted,
+    /// Cluster: the seed nodes; sentinel: the sentinels' addresses (`redis://` or
+    /// `rediss://`, credentials as in `url`). Connect with [`RedisConfig::node_urls`].
+    pub nodes: Vec<Redacted>,
+    /// Sentinel: the name the sentinels monitor the primary under.
+    pub sentinel_master: String,
     /// A file holding the password for `url` (whose user, if any, is an ACL user); `url`
-    /// must then carry no password itself.
+    /// must then carry no password itself. In cluster and sentinel mode, the password of
+    /// every node.
     pub password_file: Option<SecretFile>,
+    /// A PEM file of the CA that signed the servers' certificates (`rediss://`); the system
+    /// roots when unset.
+    pub tls_ca_file: Option<PathBuf>,
     /// Prefix of every key the gateway writes.
     pub key_prefix: String,
     /// Connections in each worker thread's pool.
@@ -235,16 +259,48 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// Checks the URL's scheme, that the password file fits it, and the pool's bounds.
+    /// Checks the URLs' schemes for the mode, that the password file fits them, and the
+    /// pool's bounds.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = self.url.expose();
-        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-            return Err(ConfigError::invalid(
-                "redis.url",
-                "must start with redis:// or unix://",
-            ));
+        match self.mode {
+            RedisMode::Standalone => {
+                let url = self.url.expose();
+                if !["redis://", "rediss://", "unix://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
+                {
+                    return Err(ConfigError::invalid(
+                        "redis.url",
+                        "must start with redis://, rediss:// or unix://",
+                    ));
+                }
+                self.connection_url()?;
+            }
+            RedisMode::Sentinel | RedisMode::Cluster => {
+                if self.nodes.is_empty() {
+                    return Err(ConfigError::invalid(
+                        "redis.nodes",
+                        format!("must name at least one node in {} mode", self.mode_name()),
+                    ));
+                }
+                if self.nodes.iter().any(|node| {
+                    !(node.expose().starts_with("redis://")
+                        || node.expose().starts_with("rediss://"))
+                }) {
+                    return Err(ConfigError::invalid(
+                        "redis.nodes",
+                        "each node must start with redis:// or rediss://",
+                    ));
+                }
+                if self.mode == RedisMode::Sentinel && self.sentinel_master.is_empty() {
+                    return Err(ConfigError::invalid(
+                        "redis.sentinel_master",
+                        "must name the monitored primary in sentinel mode",
+                    ));
+                }
+                self.node_urls()?;
+            }
         }
-        self.connection_url()?;
         if self.pool_size == 0 {
             return Err(ConfigError::invalid(
                 "redis.pool_size",
@@ -260,53 +316,84 @@ impl RedisConfig {
         Ok(())
     }
 
+    fn mode_name(&self) -> &'static str {
+        match self.mode {
+            RedisMode::Standalone => "standalone",
+            RedisMode::Sentinel => "sentinel",
+            RedisMode::Cluster => "cluster",
+        }
+    }
+
+    /// The node URLs to connect with (cluster seeds or sentinels), each with the password
+    /// from `password_file` added as [`RedisConfig::connection_url`] adds it to `url`.
+    pub fn node_urls(&self) -> Result<Vec<Redacted>, ConfigError> {
+        self.nodes
+            .iter()
+            .map(|node| with_password_file(node, self.password_file.as_ref(), "redis.nodes"))
+            .collect()
+    }
+
     /// The URL to connect with: `url`, with the password from `password_file` (if set)
     /// added where the redis crate reads it — percent-encoded into the user-info of a
     /// `redis://` URL, after its ACL user if it names one, or as the `pass` parameter of a
     /// `unix://` URL.
     pub fn connection_url(&self) -> Result<Redacted, ConfigError> {
-        let Some(file) = &self.password_file else {
-            return Ok(self.url.clone());
-        };
-        let password = file.secret("redis.password_file")?.expose();
-        if password.is_empty() {
-            return Err(ConfigError::invalid(
-                "redis.password_file",
-                format!("{} is empty", file.path().display()),
-            ));
-        }
-        // The parse error describes the problem, never the (secret-bearing) input.
-        let mut url = url::Url::parse(self.url.expose())
-            .map_err(|e| ConfigError::invalid("redis.url", format!("is not a URL: {e}")))?;
-        let carries_password = if url.scheme() == "unix" {
-            url.query_pairs().any(|(name, _)| name == "pass")
-        } else {
-            url.password().is_some()
-        };
-        if carries_password {
-            return Err(ConfigError::invalid(
-                "redis.password_file",
-                "cannot be set when redis.url carries a password",
-            ));
-        }
-        if url.scheme() == "unix" {
-            url.query_pairs_mut().append_pair("pass", password);
-        } else {
-            // `set_password` leaves `%` as it is; encoding everything first makes the
-            // password arrive byte for byte (the redis crate percent-decodes it).
-            let encoded = utf8_percent_encode(password, NON_ALPHANUMERIC).to_string();
-            url.set_password(Some(&encoded))
-                .map_err(|()| ConfigError::invalid("redis.url", "must name a host"))?;
-        }
-        Ok(Redacted::from(String::from(url)))
+        with_password_file(&self.url, self.password_file.as_ref(), "redis.url")
     }
+}
+
+/// `url` (named `key` in errors) with the password from `file`, if set, added where the
+/// redis crate reads it.
+fn with_password_file(
+    url: &Redacted,
+    file: Option<&SecretFile>,
+    key: &'static str,
+) -> Result<Redacted, ConfigError> {
+    let Some(file) = file else {
+        return Ok(url.clone());
+    };
+    let password = file.secret("redis.password_file")?.expose();
+    if password.is_empty() {
+        return Err(ConfigError::invalid(
+            "redis.password_file",
+            format!("{} is empty", file.path().display()),
+        ));
+    }
+    // The parse error describes the problem, never the (secret-bearing) input.
+    let mut url = url::Url::parse(url.expose())
+        .map_err(|e| ConfigError::invalid(key, format!("is not a URL: {e}")))?;
+    let carries_password = if url.scheme() == "unix" {
+        url.query_pairs().any(|(name, _)| name == "pass")
+    } else {
+        url.password().is_some()
+    };
+    if carries_password {
+        return Err(ConfigError::invalid(
+            "redis.password_file",
+            format!("cannot be set when {key} carries a password"),
+        ));
+    }
+    if url.scheme() == "unix" {
+        url.query_pairs_mut().append_pair("pass", password);
+    } else {
+        // `set_password` leaves `%` as it is; encoding everything first makes the
+        // password arrive byte for byte (the redis crate percent-decodes it).
+        let encoded = utf8_percent_encode(password, NON_ALPHANUMERIC).to_string();
+        url.set_password(Some(&encoded))
+            .map_err(|()| ConfigError::invalid(key, "must name a host"))?;
+    }
+    Ok(Redacted::from(String::from(url)))
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
+            mode: RedisMode::Standalone,
             url: Redacted::new("redis://127.0.0.1:6379"),
+            nodes: Vec::new(),
+            sentinel_master: String::new(),
             password_file: None,
+            tls_ca_file: None,
             key_prefix: "bffgate:".into(),
             pool_size: 16,
             timeout: Duration::from_secs(2),
@@ -816,6 +903,7 @@ impl Config {
                 .with_list_parse_key("cookie.previous_keys")
                 .with_list_parse_key("trusted_proxies")
                 .with_list_parse_key("jwt.previous_keys")
+                .with_list_parse_key("redis.nodes")
                 .source(Some(overrides)),
         );
         let raw = builder
@@ -1377,6 +1465,93 @@ mod tests {
     }
 
     #[test]
+    fn redis_accepts_tls_urls_and_the_cluster_and_sentinel_modes() {
+        let c = Config::load_from(
+            None,
+            env(&[(
+                "BFFGATE_REDIS__URL",
+                "rediss://bffgate@redis.internal:6380/0",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.redis.unwrap().mode, RedisMode::Standalone);
+
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("BFFGATE_REDIS__MODE", "cluster"),
+                ("BFFGATE_REDIS__NODES", "redis://a:7000,redis://b:7000"),
+            ]),
+        )
+        .unwrap();
+        let redis = c.redis.unwrap();
+        assert_eq!(redis.mode, RedisMode::Cluster);
+        let nodes: Vec<String> = redis
+            .node_urls()
+            .unwrap()
+            .iter()
+            .map(|n| n.expose().to_owned())
+            .collect();
+        assert_eq!(nodes, ["redis://a:7000", "redis://b:7000"]);
+
+        let f = toml_file(
+            "[redis]\nmode = \"sentinel\"\nnodes = [\"redis://s1:26379\", \"rediss://s2:26379\"]\n\
+             sentinel_master = \"mymaster\"\ntls_ca_file = \"/etc/ca.pem\"\n",
+        );
+        let c = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        let redis = c.redis.unwrap();
+        assert_eq!(redis.mode, RedisMode::Sentinel);
+        assert_eq!(redis.sentinel_master, "mymaster");
+        assert_eq!(redis.nodes.len(), 2);
+        assert_eq!(redis.tls_ca_file, Some(PathBuf::from("/etc/ca.pem")));
+    }
+
+    #[test]
+    fn redis_validation_names_the_key_that_is_missing_for_the_mode() {
+        let err =
+            |vars: &[(&str, &str)]| Config::load_from(None, env(vars)).unwrap_err().to_string();
+        let e = err(&[("BFFGATE_REDIS__MODE", "cluster")]);
+        assert!(e.contains("redis.nodes"), "{e}");
+        let e = err(&[
+            ("BFFGATE_REDIS__MODE", "sentinel"),
+            ("BFFGATE_REDIS__NODES", "redis://s1:26379"),
+        ]);
+        assert!(e.contains("redis.sentinel_master"), "{e}");
+        let e = err(&[
+            ("BFFGATE_REDIS__MODE", "cluster"),
+            ("BFFGATE_REDIS__NODES", "http://a:7000"),
+        ]);
+        assert!(e.contains("redis.nodes"), "{e}");
+        let e = err(&[("BFFGATE_REDIS__URL", "http://127.0.0.1:6379")]);
+        assert!(e.contains("redis.url") && e.contains("rediss://"), "{e}");
+        let e = err(&[("BFFGATE_REDIS__MODE", "replicated")]);
+        assert!(e.contains("replicated"), "{e}");
+    }
+
+    #[test]
+    fn redis_password_file_is_added_to_every_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(&dir, "redis_password", "s3cret\n");
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("BFFGATE_REDIS__MODE", "cluster"),
+                (
+                    "BFFGATE_REDIS__NODES",
+                    "redis://bffgate@a:7000,redis://bffgate@b:7000",
+                ),
+                ("BFFGATE_REDIS__PASSWORD_FILE", &path),
+            ]),
+        )
+        .unwrap();
+        for url in c.redis.unwrap().node_urls().unwrap() {
+            let info = redis::IntoConnectionInfo::into_connection_info(url.expose()).unwrap();
+            assert_eq!(info.redis_settings().password(), Some("s3cret"));
+            assert_eq!(info.redis_settings().username(), Some("bffgate"));
+        }
+    }
+
+    #[test]
     fn a_url_without_a_password_file_connects_as_configured() {
         let c = Config::load_from(
             None,
@@ -1460,7 +1635,7 @@ mod tests {
     #[test]
     fn a_file_variable_never_shows_its_contents_in_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let path = secret_file(&dir, "redis_url", "rediss://:hunter2@redis.internal:6379\n");
+        let path = secret_file(&dir, "redis_url", "http://:hunter2@redis.internal:6379\n");
         let err = Config::load_from(None, env(&[("BFFGATE_REDIS__URL_FILE", &path)]))
             .unwrap_err()
             .to_string();
@@ -1496,15 +1671,15 @@ mod tests {
     }
 
     #[test]
-    fn only_redis_and_unix_urls_are_accepted() {
+    fn only_redis_rediss_and_unix_urls_are_accepted() {
         let err = Config::load_from(
             None,
-            env(&[("BFFGATE_REDIS__URL", "rediss://127.0.0.1:6379")]),
+            env(&[("BFFGATE_REDIS__URL", "valkey://127.0.0.1:6379")]),
         )
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("`redis.url` must start with redis:// or unix://"),
+            err.contains("`redis.url` must start with redis://, rediss:// or unix://"),
             "{err}"
         );
         assert!(!err.contains("yet"), "{err}");

@@ -34,7 +34,12 @@ use crate::{
     handlers::{endpoint, metrics::metrics_endpoint, openapi},
     password::Passwords,
     session::{SessionSettings, Sessions},
-    store::{memory::MemoryStore, metered::Metered, redis::RedisStore, Store},
+    store::{
+        memory::MemoryStore,
+        metered::Metered,
+        redis::{RedisStore, Topology},
+        Store,
+    },
     tls::ServedCert,
     tokens::{Sealer, Signer},
     web::{
@@ -68,17 +73,45 @@ pub enum BuildError {
 /// Opens the configured store: Redis when `[redis]` is set, else the embedded memory store.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, BuildError> {
     match &config.redis {
-        Some(redis) => Ok(Arc::new(
-            RedisStore::connect(
-                redis.connection_url()?.expose(),
-                &redis.key_prefix,
-                redis.pool_size,
-                redis.timeout,
-            )
-            .map_err(|e| BuildError::Setup(e.to_string()))?,
-        )),
+        Some(redis) => {
+            let topology = match redis.mode {
+                config::RedisMode::Standalone => Topology::Standalone {
+                    url: redis.connection_url()?.expose().to_owned(),
+                },
+                config::RedisMode::Sentinel => Topology::Sentinel {
+                    sentinels: exposed(redis.node_urls()?),
+                    master: redis.sentinel_master.clone(),
+                },
+                config::RedisMode::Cluster => Topology::Cluster {
+                    nodes: exposed(redis.node_urls()?),
+                },
+            };
+            let ca_pem = match &redis.tls_ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    BuildError::Setup(format!(
+                        "redis.tls_ca_file: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })?),
+                None => None,
+            };
+            Ok(Arc::new(
+                RedisStore::open(
+                    &topology,
+                    ca_pem.as_deref(),
+                    &redis.key_prefix,
+                    redis.pool_size,
+                    redis.timeout,
+                )
+                .map_err(|e| BuildError::Setup(e.to_string()))?,
+            ))
+        }
         None => Ok(Arc::new(MemoryStore::new())),
     }
+}
+
+fn exposed(urls: Vec<config::Redacted>) -> Vec<String> {
+    urls.iter().map(|url| url.expose().to_owned()).collect()
 }
 
 /// A server for `/metrics` alone, on its own listener (`metrics.listen`).

@@ -8,6 +8,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod process;
+pub mod topologies;
 pub mod upstream;
 
 use std::{

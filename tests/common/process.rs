@@ -26,6 +26,15 @@ pub async fn eventually<F: Future<Output = bool>>(
     }
 }
 
+/// [`eventually`] for a synchronous check, from synchronous code.
+pub fn eventually_blocking(what: &str, patience: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(POLL);
+    }
+}
+
 /// A spawned process, killed (and reaped) on drop unless it has already exited.
 pub struct ChildProcess {
     child: Child,

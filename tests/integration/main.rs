@@ -16,6 +16,7 @@ mod http_auth;
 mod operations;
 mod properties;
 mod proxy;
+mod redis_topologies;
 mod serve;
 mod slow_bodies;
 mod store_acceptance;

@@ -1,5 +1,7 @@
-//! One acceptance suite, run against both stores: the embedded memory store and Redis (a real
-//! `redis-server` each test starts). Time is passed in, so expiry is tested without waiting.
+//! One acceptance suite, run against every store: the embedded memory store, and Redis as
+//! one plain server, one TLS server with an ACL user, a primary found through sentinels, and
+//! a three-primary Cluster (each started by the test, see `common::topologies`). Time is
+//! passed in, so expiry is tested without waiting.
 
 use std::sync::Arc;
 
@@ -525,6 +527,36 @@ macro_rules! acceptance_suite {
                 async fn $case() {
                     let redis = common::TestRedis::new();
                     super::$case(redis.store()).await;
+                }
+            )*
+        }
+        mod redis_tls {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let redis = common::topologies::TlsRedis::start();
+                    super::$case(Arc::new(redis.store("t:"))).await;
+                }
+            )*
+        }
+        mod redis_sentinel {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let group = common::topologies::SentinelGroup::start();
+                    super::$case(Arc::new(group.store("t:"))).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let cluster = common::topologies::RedisCluster::start();
+                    super::$case(Arc::new(cluster.store("t:"))).await;
                 }
             )*
         }

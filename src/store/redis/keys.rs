@@ -12,8 +12,10 @@
 //! family carries `{<fid>}`, so the scripts that touch a family and its sealed successor
 //! together (rotation, revocation) run in one slot, atomically. Per-user keys carry `{<uid>}`;
 //! the family index therefore lives in the user's slot, not the family's: it is written
-//! separately and tolerates a lost write (a family missing from it still expires). No command
-//! that names an email, throttle or users key names any other key, so those need no tag.
+//! separately, before the cookie is issued (see `create_family`). No script or atomic
+//! pipeline that names an email, throttle or users key names any other key, so those need
+//! no tag; the plain pipelines that span slots (writing a user, listing sessions) are sent
+//! command by command on a Cluster.
 
 /// Key names under one prefix.
 #[derive(Debug, Clone)]

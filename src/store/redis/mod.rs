@@ -19,6 +19,7 @@ use super::{
 };
 use crate::clock::Millis;
 use keys::Keys;
+pub use pool::Topology;
 use pool::{unavailable, Conn, Pools};
 use records::{corrupt, FAMILY_FIELDS, LIVENESS_FIELDS};
 
@@ -41,16 +42,31 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Pools to `url`, `pool_size` connections for each thread that uses the store; connects
-    /// lazily, so an unreachable Redis is reported per request.
+    /// Pools to the one server at `url`, `pool_size` connections for each thread that uses
+    /// the store; connects lazily, so an unreachable Redis is reported per request.
     pub fn connect(
         url: &str,
         prefix: &str,
         pool_size: usize,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
+        let topology = Topology::Standalone {
+            url: url.to_owned(),
+        };
+        Self::open(&topology, None, prefix, pool_size, timeout)
+    }
+
+    /// Pools to `topology`, trusting the CA certificates in `ca_pem` (PEM) for TLS, else the
+    /// system roots; otherwise as [`RedisStore::connect`].
+    pub fn open(
+        topology: &Topology,
+        ca_pem: Option<&[u8]>,
+        prefix: &str,
+        pool_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
-            pools: Pools::new(url, pool_size, timeout)?,
+            pools: Pools::new(topology, ca_pem, pool_size, timeout)?,
             keys: Keys::new(prefix),
             rotate: Script::new(include_str!("../lua/rotate_family.lua")),
             revoke: Script::new(include_str!("../lua/revoke_family.lua")),
@@ -63,17 +79,27 @@ impl RedisStore {
         self.pools.conn().await
     }
 
+    /// Writes the user's hash and adds its id to the users set: two slots in a Cluster, so
+    /// two commands there (one pipeline elsewhere). The set first: an id whose hash was
+    /// never written is skipped by `list_users`, while a hash missing from the set would
+    /// hide a user from the admin list.
     async fn write_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let fields = records::user_fields(user)?;
         let mut conn = self.conn().await?;
-        redis::pipe()
+        let mut pipe = redis::pipe();
+        pipe.sadd(self.keys.users(), &user.id)
+            .ignore()
             .hset_multiple(self.keys.user(&user.id), &fields)
-            .ignore()
-            .sadd(self.keys.users(), &user.id)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)
+            .ignore();
+        if self.pools.is_cluster() {
+            for cmd in pipe.cmd_iter() {
+                cmd.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            return Ok(());
+        }
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 }
 
@@ -124,7 +150,15 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
+    /// The email claim (`SET NX`) decides between concurrent creations; it comes after the
+    /// user is written, so that an email never leads to a missing user: a crash before the
+    /// claim leaves only an unreachable record (listed, without a way to log in), and a lost
+    /// claim removes what was written.
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        if self.user_by_email(&user.email).await?.is_some() {
+            return Err(StoreError::Conflict);
+        }
+        self.write_user(user).await?;
         let claimed: bool = {
             let mut conn = self.conn().await?;
             redis::cmd("SET")
@@ -137,9 +171,21 @@ impl Store for RedisStore {
                 .is_some()
         };
         if !claimed {
+            let mut conn = self.conn().await?;
+            redis::cmd("DEL")
+                .arg(self.keys.user(&user.id))
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            redis::cmd("SREM")
+                .arg(self.keys.users())
+                .arg(&user.id)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
             return Err(StoreError::Conflict);
         }
-        self.write_user(user).await
+        Ok(())
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -204,8 +250,11 @@ impl Store for RedisStore {
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)?;
-        // The per-user index lives in another slot; a lost write only hides the family from
-        // the sessions list, it still expires on its own.
+        // The per-user index lives in another slot (a second command, not atomic with the
+        // first). The family first: the cookie is issued only once both writes succeeded, so
+        // a family that never reached the index (a failure or crash in between) was never
+        // handed out; logout-all and a password change, which revoke through the index,
+        // therefore miss no family a browser holds.
         redis::cmd("SADD")
             .arg(self.keys.user_families(&f.user_id))
             .arg(&f.id)
@@ -295,8 +344,17 @@ impl Store for RedisStore {
                 .arg(self.keys.family(id))
                 .arg(&FAMILY_FIELDS[..]);
         }
-        let rows: Vec<Vec<Option<String>>> =
-            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        // Each family is in its own slot: in a Cluster, one command at a time (the sessions
+        // list is rare and short).
+        let rows: Vec<Vec<Option<String>>> = if self.pools.is_cluster() {
+            let mut rows = Vec::with_capacity(ids.len());
+            for cmd in pipe.cmd_iter() {
+                rows.push(cmd.query_async(&mut conn).await.map_err(unavailable)?);
+            }
+            rows
+        } else {
+            pipe.query_async(&mut conn).await.map_err(unavailable)?
+        };
         let mut live = Vec::new();
         let mut dead = Vec::new();
         for (id, fields) in ids.into_iter().zip(rows) {

@@ -1,5 +1,7 @@
 //! Connections to Redis: one deadpool pool per thread that uses the store, lent through a
-//! manager ([`Lender`]) that checks a connection only when it has reason to doubt it.
+//! manager ([`Lender`]) that checks a connection only when it has reason to doubt it; to one
+//! server (TLS or not), to the primary a group of sentinels names, or to a Redis Cluster
+//! ([`Topology`]).
 //!
 //! Owns connecting, lending and noticing connection-level failures; knows no key or command.
 
@@ -16,8 +18,13 @@ use std::{
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_redis::{
     redis::{
+        self,
         aio::{ConnectionLike, MultiplexedConnection},
-        AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value,
+        cluster::{ClusterClient, ClusterClientBuilder},
+        cluster_async::ClusterConnection,
+        sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
+        AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline,
+        RedisError, RedisFuture, ServerErrorKind, TlsCertificates, TlsMode, Value,
     },
     Runtime,
 };
@@ -42,16 +49,69 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// cookie kept); every request that starts after the first failure gets a checked or new
 /// connection. A connection that failed itself is dropped.
 struct Lender {
-    manager: deadpool_redis::Manager,
+    source: Arc<Source>,
+    connection: AsyncConnectionConfig,
     failures: Arc<AtomicU64>,
 }
 
-/// A pooled connection, whether a command on it failed at the connection level, and the
-/// store's failure count when it was last known good.
+/// What new connections are opened from.
+enum Source {
+    /// One server: `redis://`, `rediss://` (TLS), `unix://`.
+    Server(redis::Client),
+    /// The primary the sentinels name. Asked at each new connection only (not per request):
+    /// after a failover the old connections fail, are dropped, and their successors are
+    /// opened to whichever server the sentinels name then. The lock because asking takes
+    /// `&mut`; it is held while connecting, which happens rarely.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// A Redis Cluster: each connection routes every command to the node of its key's slot
+    /// and follows `MOVED`/`ASK` itself.
+    Cluster(ClusterClient),
+}
+
+/// A connection of either kind; both are multiplexed.
+enum Connection {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+/// A pooled connection, whether a command on it failed at the connection level, the store's
+/// failure count when it was last known good, and (sentinel) the primary it was opened to.
 struct Pooled {
-    conn: MultiplexedConnection,
+    conn: Connection,
     broken: bool,
     checked_at: u64,
+    primary: Option<String>,
+}
+
+impl Lender {
+    /// Whether a connection still leads where it should: it answers, and (sentinel) its
+    /// server is the one the sentinels name as the primary now and says it is one. After a
+    /// failover, an old primary that was only cut off (not dead) would otherwise keep
+    /// answering reads with what it knew and accept writes that are lost when it rejoins
+    /// as a replica.
+    async fn check(&self, pooled: &mut Pooled) -> Result<(), RedisError> {
+        let moved = || {
+            RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ReadOnly),
+                "the sentinels name another primary now",
+            ))
+        };
+        match (&*self.source, &mut pooled.conn) {
+            (Source::Sentinel(sentinel), Connection::Server(conn)) => {
+                let current = sentinel.lock().await.async_get_client().await?;
+                if Some(current.get_connection_info().addr().to_string()) != pooled.primary {
+                    return Err(moved());
+                }
+                let role: Vec<Value> = redis::cmd("ROLE").query_async(conn).await?;
+                match role.first() {
+                    Some(Value::BulkString(role)) if role.as_slice() == b"master" => Ok(()),
+                    _ => Err(moved()),
+                }
+            }
+            (_, Connection::Server(conn)) => redis::cmd("PING").query_async::<()>(conn).await,
+            (_, Connection::Cluster(conn)) => redis::cmd("PING").query_async::<()>(conn).await,
+        }
+    }
 }
 
 impl managed::Manager for Lender {
@@ -59,11 +119,11 @@ impl managed::Manager for Lender {
     type Error = RedisError;
 
     async fn create(&self) -> Result<Pooled, RedisError> {
-        Ok(Pooled {
-            conn: self.manager.create().await?,
-            broken: false,
-            checked_at: self.failures.load(Ordering::Acquire),
-        })
+        // Boxed: the connecting futures (the Cluster's above all) are deep types, and every
+        // store method awaits a checkout; inline, `create_user`'s future overflowed the
+        // compiler's layout depth limit in release builds. Connecting is rare, so the
+        // allocation costs nothing per request.
+        Box::pin(self.connect()).await
     }
 
     async fn recycle(&self, pooled: &mut Pooled, metrics: &Metrics) -> RecycleResult<RedisError> {
@@ -74,9 +134,38 @@ impl managed::Manager for Lender {
         if pooled.checked_at == failures && metrics.last_used() < IDLE_CHECK {
             return Ok(());
         }
-        self.manager.recycle(&mut pooled.conn, metrics).await?;
+        Box::pin(self.check(pooled)).await?;
         pooled.checked_at = failures;
         Ok(())
+    }
+}
+
+impl Lender {
+    async fn connect(&self) -> Result<Pooled, RedisError> {
+        let mut primary = None;
+        let conn = match &*self.source {
+            Source::Server(client) => Connection::Server(
+                client
+                    .get_multiplexed_async_connection_with_config(&self.connection)
+                    .await?,
+            ),
+            Source::Sentinel(sentinel) => {
+                let client = sentinel.lock().await.async_get_client().await?;
+                primary = Some(client.get_connection_info().addr().to_string());
+                Connection::Server(
+                    client
+                        .get_multiplexed_async_connection_with_config(&self.connection)
+                        .await?,
+                )
+            }
+            Source::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
+        };
+        Ok(Pooled {
+            conn,
+            broken: false,
+            checked_at: self.failures.load(Ordering::Acquire),
+            primary,
+        })
     }
 }
 
@@ -93,7 +182,12 @@ impl From<managed::Object<Lender>> for Conn {
 impl Conn {
     fn note<T>(&mut self, result: Result<T, RedisError>) -> Result<T, RedisError> {
         if let Err(e) = &result {
-            if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
+            // READONLY: the server was a primary and is a replica now (a failover).
+            if e.is_unrecoverable_error()
+                || e.is_io_error()
+                || e.is_timeout()
+                || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+            {
                 self.0.broken = true;
                 if let Some(pool) = managed::Object::pool(&self.0) {
                     pool.manager().failures.fetch_add(1, Ordering::AcqRel);
@@ -107,7 +201,10 @@ impl Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let result = self.0.conn.req_packed_command(cmd).await;
+            let result = match &mut self.0.conn {
+                Connection::Server(conn) => conn.req_packed_command(cmd).await,
+                Connection::Cluster(conn) => conn.req_packed_command(cmd).await,
+            };
             self.note(result)
         })
     }
@@ -119,17 +216,136 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let result = self.0.conn.req_packed_commands(cmd, offset, count).await;
+            let result = match &mut self.0.conn {
+                Connection::Server(conn) => conn.req_packed_commands(cmd, offset, count).await,
+                Connection::Cluster(conn) => conn.req_packed_commands(cmd, offset, count).await,
+            };
             self.note(result)
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.0.conn.get_db()
+        match &self.0.conn {
+            Connection::Server(conn) => conn.get_db(),
+            Connection::Cluster(conn) => conn.get_db(),
+        }
     }
 }
 
 type Pool = managed::Pool<Lender, Conn>;
+
+/// Where the store's Redis is.
+#[derive(Clone)]
+pub enum Topology {
+    /// One server: `redis://`, `rediss://` (TLS) or `unix://`.
+    Standalone { url: String },
+    /// The primary the sentinels at `sentinels` monitor as `master`. The credentials (and
+    /// TLS) of the first sentinel's URL are used for the sentinels and the primary alike.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+    /// A Redis Cluster, discovered from the seed `nodes`.
+    Cluster { nodes: Vec<String> },
+}
+
+impl std::fmt::Debug for Topology {
+    // The URLs may carry passwords.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Standalone { .. } => f.write_str("Standalone"),
+            Self::Sentinel { master, .. } => write!(f, "Sentinel({master})"),
+            Self::Cluster { nodes } => write!(f, "Cluster({} seeds)", nodes.len()),
+        }
+    }
+}
+
+/// A configuration error about `key`.
+fn invalid(key: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{key}: {e}"))
+}
+
+impl Source {
+    fn open(
+        topology: &Topology,
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        // The redis crate builds its rustls configuration with the process's default
+        // provider; the gateway's is aws-lc-rs (as for the upstream client).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let certificates = || TlsCertificates {
+            client_tls: None,
+            root_cert: ca_pem.map(<[u8]>::to_vec),
+        };
+        match topology {
+            Topology::Standalone { url } => {
+                let client = match ca_pem {
+                    Some(_) if url.starts_with("rediss://") => {
+                        redis::Client::build_with_tls(url.as_str(), certificates())
+                    }
+                    _ => redis::Client::open(url.as_str()),
+                };
+                client
+                    .map(Self::Server)
+                    .map_err(|e| invalid("redis.url", e))
+            }
+            Topology::Sentinel { sentinels, master } => {
+                let infos = sentinels
+                    .iter()
+                    .map(|url| url.as_str().into_connection_info())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid("redis.nodes", e))?;
+                let first = infos
+                    .first()
+                    .ok_or_else(|| invalid("redis.nodes", "no sentinel"))?;
+                let settings = first.redis_settings();
+                let tls = matches!(first.addr(), ConnectionAddr::TcpTls { .. });
+                let mut builder = SentinelClientBuilder::new(
+                    infos.iter().map(|info| info.addr().clone()),
+                    master,
+                    SentinelServerType::Master,
+                )
+                .map_err(|e| invalid("redis.nodes", e))?
+                .set_client_to_redis_db(settings.db());
+                if let Some(user) = settings.username() {
+                    builder = builder
+                        .set_client_to_redis_username(user)
+                        .set_client_to_sentinel_username(user);
+                }
+                if let Some(password) = settings.password() {
+                    builder = builder
+                        .set_client_to_redis_password(password)
+                        .set_client_to_sentinel_password(password);
+                }
+                if tls {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+                    if ca_pem.is_some() {
+                        builder = builder
+                            .set_client_to_redis_certificates(certificates())
+                            .set_client_to_sentinel_certificates(certificates());
+                    }
+                }
+                let client = builder.build().map_err(|e| invalid("redis.nodes", e))?;
+                Ok(Self::Sentinel(tokio::sync::Mutex::new(client)))
+            }
+            Topology::Cluster { nodes } => {
+                let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout);
+                if ca_pem.is_some() {
+                    builder = builder.certs(certificates());
+                }
+                builder
+                    .build()
+                    .map(Self::Cluster)
+                    .map_err(|e| invalid("redis.nodes", e))
+            }
+        }
+    }
+}
 
 /// Every pool of one store, and what a new one is made from.
 pub(super) struct Pools {
@@ -139,37 +355,47 @@ pub(super) struct Pools {
     pools: RwLock<HashMap<ThreadId, Pool>>,
     /// Connection-level failures seen by any pool (see [`Lender`]).
     failures: Arc<AtomicU64>,
-    url: String,
+    source: Arc<Source>,
     connection: AsyncConnectionConfig,
     pool_size: usize,
     timeout: Duration,
 }
 
 impl Pools {
-    /// Pools to `url`, `pool_size` connections for each thread; connects lazily, so an
-    /// unreachable Redis is reported per request.
-    pub(super) fn new(url: &str, pool_size: usize, timeout: Duration) -> Result<Self, StoreError> {
+    /// Pools to `topology` (trusting the CA `ca_pem` for TLS, else the system roots),
+    /// `pool_size` connections for each thread; connects lazily, so an unreachable Redis is
+    /// reported per request.
+    pub(super) fn new(
+        topology: &Topology,
+        ca_pem: Option<&[u8]>,
+        pool_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        // A malformed URL is a configuration error, reported now rather than per request.
+        let source = Source::open(topology, ca_pem, timeout)?;
         let pools = Self {
             pools: RwLock::default(),
             failures: Arc::default(),
-            url: url.to_owned(),
+            source: Arc::new(source),
             connection: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(timeout)),
             pool_size,
             timeout,
         };
-        // A malformed URL is a configuration error, reported now rather than per request.
         pools.new_pool()?;
         Ok(pools)
     }
 
+    /// Whether commands of one pipeline may have to go to different nodes.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(*self.source, Source::Cluster(_))
+    }
+
     fn new_pool(&self) -> Result<Pool, StoreError> {
-        let manager =
-            deadpool_redis::Manager::new_with_config(self.url.as_str(), self.connection.clone())
-                .map_err(|e| StoreError::Unavailable(format!("redis.url: {e}")))?;
         managed::Pool::builder(Lender {
-            manager,
+            source: Arc::clone(&self.source),
+            connection: self.connection.clone(),
             failures: Arc::clone(&self.failures),
         })
         .max_size(self.pool_size)
