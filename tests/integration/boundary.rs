@@ -18,6 +18,15 @@ fn lookalike(cookie_value: &str) -> String {
     cookie_header(cookie_value).replacen("__Host-bff=", "__Host%2Dbff=", 1)
 }
 
+/// A gateway where the attacker (`EMAIL`) and the victim are signed in: their cookies.
+async fn attacker_and_victim() -> (TestGateway, String, String) {
+    let gw = TestGateway::memory(EMAIL).await;
+    gw.add_user(VICTIM, vec![]).await;
+    let attacker = login_cookie_of(&gw, EMAIL).await;
+    let victim = login_cookie_of(&gw, VICTIM).await;
+    (gw, attacker, victim)
+}
+
 async fn whoami(gw: &TestGateway, cookie: String) -> (u16, serde_json::Value) {
     let cookie = reqwest::header::HeaderValue::from_bytes(cookie.as_bytes()).expect("a header");
     let res = raw_client()
@@ -33,10 +42,7 @@ async fn whoami(gw: &TestGateway, cookie: String) -> (u16, serde_json::Value) {
 
 #[actix_web::test]
 async fn a_percent_encoded_lookalike_never_shadows_the_session_cookie() {
-    let gw = TestGateway::memory(EMAIL).await;
-    gw.add_user(VICTIM, vec![]).await;
-    let attacker = login_cookie_of(&gw, EMAIL).await;
-    let victim = login_cookie_of(&gw, VICTIM).await;
+    let (gw, attacker, victim) = attacker_and_victim().await;
 
     let planted = format!("{}; {}", lookalike(&attacker), cookie_header(&victim));
     let (status, body) = whoami(&gw, planted.clone()).await;
@@ -87,10 +93,7 @@ async fn a_percent_encoded_lookalike_never_shadows_the_session_cookie() {
 async fn a_lookalike_padded_with_unicode_whitespace_never_shadows_the_session_cookie() {
     // actix-web trims a cookie name with `str::trim` (Unicode whitespace): U+00A0 before the
     // name made a second `__Host-bff` that browsers send without any prefix rule.
-    let gw = TestGateway::memory(EMAIL).await;
-    gw.add_user(VICTIM, vec![]).await;
-    let attacker = login_cookie_of(&gw, EMAIL).await;
-    let victim = login_cookie_of(&gw, VICTIM).await;
+    let (gw, attacker, victim) = attacker_and_victim().await;
     for space in ["\u{a0}", "\u{3000}", "\u{2003}"] {
         let planted = format!(
             "{}; {}",
@@ -129,10 +132,7 @@ async fn a_planted_cookie_that_is_not_utf8_never_hides_the_session_cookie() {
 
 #[actix_web::test]
 async fn the_exact_name_twice_is_ambiguous_and_serves_neither_session() {
-    let gw = TestGateway::memory(EMAIL).await;
-    gw.add_user(VICTIM, vec![]).await;
-    let attacker = login_cookie_of(&gw, EMAIL).await;
-    let victim = login_cookie_of(&gw, VICTIM).await;
+    let (gw, attacker, victim) = attacker_and_victim().await;
     let both = format!("{}; {}", cookie_header(&attacker), cookie_header(&victim));
     let (status, _) = whoami(&gw, both).await;
     assert_eq!(status, 401);
