@@ -133,11 +133,6 @@ impl Streams {
             entry.ended.send_replace(true);
         }
     }
-
-    /// Streams open for `family_id`, counted or not (tests, metrics).
-    pub fn open_for(&self, family_id: &str) -> usize {
-        self.families().get(family_id).map_or(0, |e| e.open)
-    }
 }
 
 /// One registered stream; unregisters on drop.

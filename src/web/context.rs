@@ -69,13 +69,11 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&ip))
     }
 
-    /// Is `req`'s peer a trusted proxy?
-    fn forwarded(req: &HttpRequest) -> bool {
-        let peer = req.peer_addr().map(|a| a.ip());
-        match (req.app_data::<Data<TrustedProxies>>(), peer) {
-            (Some(trusted), Some(peer)) => trusted.contains(peer),
-            _ => false,
-        }
+    /// The trusted proxies, if `req`'s peer is one of them (its forwarding headers count).
+    fn of_peer(req: &HttpRequest) -> Option<&TrustedProxies> {
+        let peer = req.peer_addr()?.ip();
+        let trusted = req.app_data::<Data<TrustedProxies>>()?;
+        trusted.contains(peer).then_some(trusted.get_ref())
     }
 }
 
@@ -86,12 +84,9 @@ impl TrustedProxies {
 /// written by the client and is never believed.
 pub fn client_address(req: &HttpRequest) -> Option<IpAddr> {
     let peer = req.peer_addr().map(|addr| addr.ip());
-    let Some(trusted) = req.app_data::<Data<TrustedProxies>>() else {
+    let Some(trusted) = TrustedProxies::of_peer(req) else {
         return peer;
     };
-    if !peer.is_some_and(|p| trusted.contains(p)) {
-        return peer;
-    }
     let hops = forwarded_for(req.headers());
     for hop in hops.iter().rev() {
         match hop {
@@ -150,9 +145,7 @@ fn node_ip(hop: &str) -> Option<IpAddr> {
 
 /// The last value of a forwarding header a trusted proxy set (it appends, or sets one).
 fn last_forwarded<'a>(req: &'a HttpRequest, name: &'static str) -> Option<&'a str> {
-    if !TrustedProxies::forwarded(req) {
-        return None;
-    }
+    TrustedProxies::of_peer(req)?;
     req.headers()
         .get_all(name)
         .filter_map(|v| v.to_str().ok())
