@@ -72,7 +72,7 @@ async fn fill(url: &str, prefix: &str, n: usize) -> Result<(), String> {
         tasks.push(tokio::spawn(async move {
             for _ in (w..n).step_by(workers) {
                 let id = new_id().map_err(|e| e.to_string())?;
-                let token = RefreshToken::generate(&id).map_err(|e| e.to_string())?;
+                let token = RefreshToken::generate(&id, 0).map_err(|e| e.to_string())?;
                 let now = SystemClock.now_ms();
                 store
                     .create_family(&NewFamily {

@@ -115,6 +115,10 @@ pub enum Refresh {
     Rotated,
     Grace,
     ReuseDetected,
+    /// The store had lost the last rotation; the cookie proved it (DESIGN.md §5).
+    StoreBehind,
+    /// The store lost more than the cookie can prove: the session ended, no theft alleged.
+    StoreBehindUnproven,
     Revoked,
     Expired,
 }
@@ -124,6 +128,8 @@ pub fn refresh(outcome: Refresh) {
         Refresh::Rotated => "rotated",
         Refresh::Grace => "grace",
         Refresh::ReuseDetected => "reuse_detected",
+        Refresh::StoreBehind => "store_behind",
+        Refresh::StoreBehindUnproven => "store_behind_unproven",
         Refresh::Revoked => "revoked",
         Refresh::Expired => "expired",
     };

@@ -48,10 +48,16 @@ pub fn random_cookie_key() -> Result<Vec<u8>, TokenError> {
     Ok(random_bytes::<64>()?.to_vec())
 }
 
-/// A refresh token: the family it belongs to and a 256-bit secret. `Debug` hides the secret.
+/// A refresh token: the family it belongs to, its generation and a 256-bit secret. `Debug`
+/// hides the secret.
+///
+/// The generation lets the store tell a token that is *ahead* of it (the store lost its last
+/// write, DESIGN.md §5 "Lost writes") from a replayed older one. Tokens written before
+/// generations existed (`<family_id>.<secret>`) still parse, with no generation.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshToken {
     pub family_id: String,
+    pub generation: Option<u64>,
     secret: String,
 }
 
@@ -59,23 +65,49 @@ impl fmt::Debug for RefreshToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshToken")
             .field("family_id", &self.family_id)
+            .field("generation", &self.generation)
             .field("secret", &"[redacted]")
             .finish()
     }
 }
 
 impl RefreshToken {
-    /// A new token for `family_id` with a fresh secret.
-    pub fn generate(family_id: &str) -> Result<Self, TokenError> {
+    /// A new token for `family_id` at `generation` with a fresh secret.
+    pub fn generate(family_id: &str, generation: u64) -> Result<Self, TokenError> {
         Ok(Self {
             family_id: family_id.to_owned(),
+            generation: Some(generation),
             secret: B64.encode(random_bytes::<32>()?),
         })
     }
 
-    /// Parses `<family_id>.<secret>`: 16 and 32 bytes of base64url.
+    /// The same secret at the generation the store gave it.
+    pub fn at_generation(mut self, generation: u64) -> Self {
+        self.generation = Some(generation);
+        self
+    }
+
+    /// Parses `<family_id>.<generation>.<secret>` (16 and 32 bytes of base64url, a decimal
+    /// generation), or the older `<family_id>.<secret>`.
     pub fn parse(text: &str) -> Result<Self, TokenError> {
-        let (family_id, secret) = text.split_once('.').ok_or(TokenError::Malformed)?;
+        let mut parts = text.split('.');
+        let (family_id, generation, secret) =
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(fid), Some(secret), None, None) => (fid, None, secret),
+                (Some(fid), Some(generation), Some(secret), None) => {
+                    // One spelling per number: decimal digits, no sign, no leading zero.
+                    let canonical = !generation.is_empty()
+                        && generation.len() <= 19
+                        && generation.bytes().all(|b| b.is_ascii_digit())
+                        && (generation == "0" || !generation.starts_with('0'));
+                    if !canonical {
+                        return Err(TokenError::Malformed);
+                    }
+                    let generation = generation.parse().map_err(|_| TokenError::Malformed)?;
+                    (fid, Some(generation), secret)
+                }
+                _ => return Err(TokenError::Malformed),
+            };
         let fid_ok = B64.decode(family_id).is_ok_and(|b| b.len() == 16);
         let secret_ok = B64.decode(secret).is_ok_and(|b| b.len() == 32);
         if !(fid_ok && secret_ok) {
@@ -83,16 +115,21 @@ impl RefreshToken {
         }
         Ok(Self {
             family_id: family_id.to_owned(),
+            generation,
             secret: secret.to_owned(),
         })
     }
 
     /// The text form, for the cookie only.
     pub fn expose(&self) -> String {
-        format!("{}.{}", self.family_id, self.secret)
+        match self.generation {
+            Some(generation) => format!("{}.{generation}.{}", self.family_id, self.secret),
+            None => format!("{}.{}", self.family_id, self.secret),
+        }
     }
 
-    /// SHA-256 of the secret, base64url: the only form the store sees.
+    /// SHA-256 of the secret, base64url: the only form the store sees. The generation is not
+    /// part of it: the store gives a successor its generation after the hash is written.
     pub fn secret_hash(&self) -> String {
         B64.encode(digest::digest(&digest::SHA256, self.secret.as_bytes()))
     }
@@ -338,11 +375,30 @@ mod tests {
     #[test]
     fn refresh_token_round_trips_and_hides_its_secret() {
         let fid = new_id().unwrap();
-        let t = RefreshToken::generate(&fid).unwrap();
+        let t = RefreshToken::generate(&fid, 7).unwrap();
         let parsed = RefreshToken::parse(&t.expose()).unwrap();
         assert_eq!(parsed, t);
+        assert_eq!(parsed.generation, Some(7));
         assert!(!format!("{t:?}").contains(&t.secret));
         assert_eq!(t.secret_hash().len(), 43);
+    }
+
+    #[test]
+    fn a_token_from_before_generations_still_parses_without_one() {
+        let fid = new_id().unwrap();
+        let t = RefreshToken::generate(&fid, 3).unwrap();
+        let legacy = format!("{fid}.{}", t.secret);
+        let parsed = RefreshToken::parse(&legacy).unwrap();
+        assert_eq!(parsed.generation, None);
+        assert_eq!(parsed.secret_hash(), t.secret_hash());
+        assert_eq!(parsed.expose(), legacy);
+    }
+
+    #[test]
+    fn the_generation_is_not_part_of_the_secret_hash() {
+        let t = RefreshToken::generate(&new_id().unwrap(), 1).unwrap();
+        let h = t.secret_hash();
+        assert_eq!(t.at_generation(9).secret_hash(), h);
     }
 
     #[test]
@@ -353,6 +409,16 @@ mod tests {
             "a.b",
             "....",
             &format!("{}.short", new_id().unwrap()),
+            &format!("{}.-1.{}", new_id().unwrap(), "A".repeat(43)),
+            &format!("{}.+1.{}", new_id().unwrap(), "A".repeat(43)),
+            &format!("{}.01.{}", new_id().unwrap(), "A".repeat(43)),
+            &format!("{}..{}", new_id().unwrap(), "A".repeat(43)),
+            &format!(
+                "{}.99999999999999999999.{}",
+                new_id().unwrap(),
+                "A".repeat(43)
+            ),
+            &format!("{}.1.{}.x", new_id().unwrap(), "A".repeat(43)),
         ] {
             assert!(RefreshToken::parse(bad).is_err(), "{bad}");
         }
@@ -361,8 +427,8 @@ mod tests {
     #[test]
     fn different_secrets_have_different_hashes() {
         let fid = new_id().unwrap();
-        let a = RefreshToken::generate(&fid).unwrap();
-        let b = RefreshToken::generate(&fid).unwrap();
+        let a = RefreshToken::generate(&fid, 0).unwrap();
+        let b = RefreshToken::generate(&fid, 0).unwrap();
         assert!(!hashes_equal(&a.secret_hash(), &b.secret_hash()));
         assert!(hashes_equal(&a.secret_hash(), &a.secret_hash()));
     }
@@ -411,7 +477,7 @@ mod tests {
     fn sealed_successor_opens_only_for_its_family_and_key() {
         let sealer = Sealer::new(&[1u8; 64]);
         let fid = new_id().unwrap();
-        let t = RefreshToken::generate(&fid).unwrap();
+        let t = RefreshToken::generate(&fid, 0).unwrap();
         let sealed = sealer.seal(&fid, &t).unwrap();
         assert!(!sealed.contains(&t.secret));
         assert_eq!(sealer.open(&fid, &sealed).unwrap(), t);

@@ -25,7 +25,7 @@ fn claims() -> AccessClaims {
 /// The session state as actix-session stores it: a JSON map of JSON-encoded tokens.
 fn session_state(signer: &Signer) -> String {
     let access = signer.mint(&claims()).expect("jwt");
-    let refresh = RefreshToken::generate(&new_id().expect("id"))
+    let refresh = RefreshToken::generate(&new_id().expect("id"), 0)
         .expect("token")
         .expose();
     serde_json::json!({
@@ -57,7 +57,7 @@ fn hot_paths(c: &mut Criterion) {
     c.bench_function("cookie_open", |b| b.iter(|| open(&key, black_box(&sealed))));
     let claims = claims();
     c.bench_function("jwt_mint", |b| b.iter(|| signer.mint(black_box(&claims))));
-    let token = RefreshToken::generate(&new_id().expect("id"))
+    let token = RefreshToken::generate(&new_id().expect("id"), 0)
         .expect("token")
         .expose();
     c.bench_function("refresh_token_parse_and_hash", |b| {

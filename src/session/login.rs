@@ -107,7 +107,7 @@ impl Sessions {
         now: Millis,
     ) -> Result<Authenticated, SessionError> {
         let family_id = new_id()?;
-        let refresh = RefreshToken::generate(&family_id)?;
+        let refresh = RefreshToken::generate(&family_id, 0)?;
         let abs_exp = now + self.settings.max_lifetime;
         self.store
             .create_family(&NewFamily {
@@ -134,6 +134,7 @@ impl Sessions {
             renewed: Some(CookieTokens {
                 access,
                 refresh: refresh.expose(),
+                previous: None,
             }),
         })
     }

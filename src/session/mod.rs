@@ -33,11 +33,14 @@ use single_flight::SingleFlight;
 use streams::{Limit, StreamWatch, Streams, TooManyStreams};
 pub use throttle::ThrottleSettings;
 
-/// The two tokens the cookie carries. `Debug` shows neither.
+/// The tokens the cookie carries. `Debug` shows none.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CookieTokens {
     pub access: String,
     pub refresh: String,
+    /// The refresh token `refresh` replaced (none after a login): with it the cookie proves
+    /// a rotation the store lost (DESIGN.md §5 "Lost writes").
+    pub previous: Option<String>,
 }
 
 impl fmt::Debug for CookieTokens {
@@ -55,6 +58,8 @@ pub enum InvalidReason {
     Revoked,
     ReuseDetected,
     UserDisabled,
+    /// The store is behind the cookie by more than the cookie can prove.
+    StoreBehind,
 }
 
 /// What went wrong, by what the client should do about it.
@@ -310,7 +315,17 @@ impl Sessions {
             return self
                 .flights
                 .run(&key, || {
-                    self.rotate(presented.clone(), claims.sub.clone(), client.clone())
+                    let previous = tokens.previous.as_deref().and_then(|p| {
+                        RefreshToken::parse(p)
+                            .ok()
+                            .filter(|p| p.family_id == presented.family_id)
+                    });
+                    self.rotate(
+                        presented.clone(),
+                        previous,
+                        claims.sub.clone(),
+                        client.clone(),
+                    )
                 })
                 .await;
         }
@@ -347,6 +362,7 @@ impl Sessions {
     async fn rotate(
         &self,
         presented: RefreshToken,
+        previous: Option<RefreshToken>,
         user_id: String,
         client: ClientInfo,
     ) -> Result<Authenticated, SessionError> {
@@ -362,32 +378,39 @@ impl Sessions {
                 return Err(SessionError::Invalid(InvalidReason::UserDisabled));
             }
         };
-        let successor = RefreshToken::generate(&fid)?;
+        // The store gives the successor its generation (see `RefreshToken::at_generation`).
+        let successor = RefreshToken::generate(&fid, presented.generation.map_or(0, |g| g + 1))?;
         let request = RotateRequest {
             family_id: fid.clone(),
             presented_hash: presented.secret_hash(),
+            presented_generation: presented.generation,
+            previous_hash: previous.as_ref().map(RefreshToken::secret_hash),
             successor_hash: successor.secret_hash(),
             sealed_successor: self.sealer.seal(&fid, &successor)?,
             now,
             idle_ms: self.settings.idle,
             grace_ms: self.settings.grace,
         };
+        // What the successor replaced, for the new cookie's proof: the presented token, but for
+        // a grace answer to a sibling (same generation), whose successor came from the same
+        // predecessor as the presented token.
+        let mut predecessor = presented.expose();
         let (refresh, idle_exp, abs_exp) = match self.store.rotate(&request).await? {
             RotateOutcome::Rotated {
                 user_id: owner,
+                generation,
                 idle_exp,
                 abs_exp,
-                ..
             } if owner == user.id => {
                 metrics::refresh(metrics::Refresh::Rotated);
-                (successor, idle_exp, abs_exp)
+                (successor.at_generation(generation), idle_exp, abs_exp)
             }
             RotateOutcome::Grace {
                 user_id: owner,
+                generation,
                 idle_exp,
                 abs_exp,
                 sealed_successor,
-                ..
             } if owner == user.id => {
                 let earlier = self
                     .sealer
@@ -395,7 +418,44 @@ impl Sessions {
                     .map_err(|_| SessionError::Invalid(InvalidReason::Malformed))?;
                 metrics::refresh(metrics::Refresh::Grace);
                 tracing::debug!(family = %fid, "refresh within the grace window: same successor");
-                (earlier, idle_exp, abs_exp)
+                if presented.generation == Some(generation) {
+                    if let Some(previous) = &previous {
+                        predecessor = previous.expose();
+                    }
+                }
+                (earlier.at_generation(generation), idle_exp, abs_exp)
+            }
+            RotateOutcome::StoreBehind {
+                user_id: owner,
+                generation,
+                idle_exp,
+                abs_exp,
+            } if owner == user.id => {
+                metrics::refresh(metrics::Refresh::StoreBehind);
+                tracing::warn!(
+                    event = "store_behind",
+                    outcome = "resynchronised",
+                    family = %fid,
+                    user = %owner,
+                    generation,
+                    "the store had lost this session's last rotation; the cookie proved it and the session goes on"
+                );
+                (successor.at_generation(generation), idle_exp, abs_exp)
+            }
+            RotateOutcome::StoreBehindUnproven { user_id: owner } => {
+                metrics::refresh(metrics::Refresh::StoreBehindUnproven);
+                revoke::counted(RevokeReason::StoreBehind, 1);
+                self.streams.end_family(&fid);
+                tracing::warn!(
+                    event = "store_behind",
+                    outcome = "ended",
+                    family = %fid,
+                    user = %owner,
+                    ip = %client.ip,
+                    user_agent = %client.user_agent,
+                    "the store lost more of this session than its cookie can prove; the session ends (no theft alleged)"
+                );
+                return Err(SessionError::Invalid(InvalidReason::StoreBehind));
             }
             RotateOutcome::ReuseDetected { user_id: owner } => {
                 metrics::refresh(metrics::Refresh::ReuseDetected);
@@ -419,7 +479,9 @@ impl Sessions {
                 metrics::refresh(metrics::Refresh::Expired);
                 return Err(SessionError::Invalid(InvalidReason::Expired));
             }
-            RotateOutcome::Rotated { .. } | RotateOutcome::Grace { .. } => {
+            RotateOutcome::Rotated { .. }
+            | RotateOutcome::Grace { .. }
+            | RotateOutcome::StoreBehind { .. } => {
                 return Err(SessionError::Internal(
                     "family belongs to another user than its access token".into(),
                 ))
@@ -438,6 +500,7 @@ impl Sessions {
             renewed: Some(CookieTokens {
                 access,
                 refresh: refresh.expose(),
+                previous: Some(predecessor),
             }),
         })
     }

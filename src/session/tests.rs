@@ -15,7 +15,10 @@ use crate::{
         Authenticated, ClientInfo, CookieTokens, InvalidReason, Refresh, SessionError,
         SessionSettings, Sessions,
     },
-    store::{memory::MemoryStore, FamilyState, Store, UserRecord},
+    store::{
+        memory::{MemorySnapshot, MemoryStore},
+        FamilyState, Store, UserRecord,
+    },
     tokens::{new_id, Sealer, Signer},
 };
 
@@ -63,6 +66,8 @@ fn config() -> Config {
 struct Fixture {
     sessions: Sessions,
     store: Arc<dyn Store>,
+    /// The same store, for snapshots: a store that loses its latest writes.
+    memory: Arc<MemoryStore>,
     clock: ManualClock,
 }
 
@@ -90,7 +95,8 @@ impl Fixture {
     }
 
     async fn with(config: Config) -> Self {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let memory = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Store> = Arc::clone(&memory) as Arc<dyn Store>;
         let clock = ManualClock::new();
         let sessions = Sessions::new(
             Arc::clone(&store),
@@ -103,6 +109,7 @@ impl Fixture {
         let fixture = Self {
             sessions,
             store,
+            memory,
             clock,
         };
         fixture.add_user(EMAIL).await;
@@ -192,6 +199,16 @@ impl Fixture {
     async fn assert_invalid(&self, tokens: &CookieTokens, refresh: Refresh, reason: InvalidReason) {
         let result = self.authenticate(tokens, refresh).await;
         assert_eq!(invalid(result), reason, "{refresh:?}");
+    }
+
+    /// What the store holds now, to be put back by [`Fixture::lose_writes_since`].
+    fn snapshot(&self) -> MemorySnapshot {
+        self.memory.snapshot().expect("snapshot")
+    }
+
+    /// The store loses every write since `snapshot` (a failover to a lagging replica).
+    fn lose_writes_since(&self, snapshot: &MemorySnapshot) {
+        self.memory.restore(snapshot).expect("restore");
     }
 
     async fn state(&self, family_id: &str) -> FamilyState {
@@ -377,6 +394,78 @@ async fn an_older_generation_is_reuse_even_within_grace() {
 }
 
 #[tokio::test]
+async fn a_browser_one_rotation_ahead_of_a_store_that_lost_it_goes_on_with_a_fresh_cookie() {
+    let (f, login, first) = Fixture::signed_in().await;
+    let before = f.snapshot();
+    let second = f.rotate(&first).await;
+    f.lose_writes_since(&before);
+    f.advance(MINUTE);
+    let third = f.rotate(&second).await;
+    assert_ne!(third.refresh, second.refresh, "a fresh successor");
+    assert_eq!(f.generation(&login.session.id).await, 2);
+    f.authenticate(&third, Refresh::IfDue)
+        .await
+        .expect("the session goes on");
+    f.rotate(&third).await;
+}
+
+#[tokio::test]
+async fn an_older_cookie_is_still_a_replay_after_the_store_lost_a_rotation() {
+    let (f, login, first) = Fixture::signed_in().await;
+    let second = f.rotate(&first).await;
+    let before = f.snapshot();
+    f.rotate(&second).await;
+    f.lose_writes_since(&before);
+    f.advance(MINUTE);
+    // The store is at `second`; `first` is a stolen older cookie, past its grace window.
+    f.assert_invalid(&first, Refresh::Force, InvalidReason::ReuseDetected)
+        .await;
+    f.assert_revoked(&login.session.id, "reuse").await;
+}
+
+#[tokio::test]
+async fn a_store_two_rotations_behind_ends_the_session_without_a_theft_verdict() {
+    let (f, login, first) = Fixture::signed_in().await;
+    let before = f.snapshot();
+    let second = f.rotate(&first).await;
+    let third = f.rotate(&second).await;
+    f.lose_writes_since(&before);
+    f.assert_invalid(&third, Refresh::Force, InvalidReason::StoreBehind)
+        .await;
+    f.assert_revoked(&login.session.id, "store_behind").await;
+}
+
+#[tokio::test]
+async fn a_family_the_store_lost_entirely_is_expired() {
+    let f = Fixture::new().await;
+    let before = f.snapshot();
+    let tokens = renewed(&f.login().await);
+    f.lose_writes_since(&before);
+    for refresh in EITHER {
+        f.assert_invalid(&tokens, refresh, InvalidReason::Expired)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_from_before_generations_still_rotates_and_gains_one() {
+    let (f, login, first) = Fixture::signed_in().await;
+    let (fid, rest) = first.refresh.split_once('.').expect("fid.gen.secret");
+    let (_generation, secret) = rest.split_once('.').expect("gen.secret");
+    let legacy = CookieTokens {
+        refresh: format!("{fid}.{secret}"),
+        previous: None,
+        ..first.clone()
+    };
+    let next = f.rotate(&legacy).await;
+    assert!(
+        next.refresh.starts_with(&format!("{fid}.1.")),
+        "generation 1"
+    );
+    assert_eq!(f.generation(&login.session.id).await, 1);
+}
+
+#[tokio::test]
 async fn a_revoked_family_is_revoked_whether_or_not_a_rotation_is_due() {
     let (f, _, tokens) = Fixture::signed_in().await;
     f.logout(&tokens).await.expect("logout");
@@ -453,6 +542,7 @@ async fn logout_revokes_the_family_and_drops_a_cookie_that_names_none() {
     let garbage = CookieTokens {
         access: "garbage".into(),
         refresh: "garbage".into(),
+        previous: None,
     };
     f.logout(&garbage)
         .await

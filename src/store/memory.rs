@@ -29,7 +29,32 @@ struct Family {
     revoked: Option<String>,
 }
 
-#[derive(Debug, Default)]
+impl Family {
+    /// Makes `r`'s successor current at `generation`, `rotated_out` becoming `prev`; returns
+    /// the generation and the new expiries.
+    fn advance(
+        &mut self,
+        rotated_out: String,
+        generation: u64,
+        r: &RotateRequest,
+    ) -> (u64, Millis, Millis) {
+        self.cur = r.successor_hash.clone();
+        self.prev = Some((rotated_out, r.now));
+        self.next = (r.grace_ms > 0).then(|| r.sealed_successor.clone());
+        self.info.generation = generation;
+        self.info.last_used = r.now;
+        self.info.idle_exp = family_expiry(r.now, r.idle_ms, self.info.abs_exp);
+        (generation, self.info.idle_exp, self.info.abs_exp)
+    }
+
+    /// Revokes the family, keeping it as a tombstone.
+    fn end(&mut self, reason: RevokeReason) {
+        self.revoked = Some(reason.as_str().to_owned());
+        self.next = None;
+    }
+}
+
+#[derive(Debug, Default, Clone)]
 struct Inner {
     users: BTreeMap<String, UserRecord>,
     emails: HashMap<String, String>,
@@ -38,6 +63,10 @@ struct Inner {
     /// Throttle key → (failures, lock end, forget at).
     throttles: HashMap<String, (u64, Millis, Millis)>,
 }
+
+/// A copy of a [`MemoryStore`]'s content.
+#[derive(Debug, Clone)]
+pub struct MemorySnapshot(Inner);
 
 /// Users and families in this process's memory.
 #[derive(Debug, Default)]
@@ -48,6 +77,18 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Everything this store holds, to be put back by [`MemoryStore::restore`]: what a
+    /// Redis that lost its latest writes looks like (tests of DESIGN.md §5 "Lost writes").
+    pub fn snapshot(&self) -> Result<MemorySnapshot, StoreError> {
+        Ok(MemorySnapshot(self.lock()?.clone()))
+    }
+
+    /// Puts back what [`MemoryStore::snapshot`] took, forgetting every write since.
+    pub fn restore(&self, snapshot: &MemorySnapshot) -> Result<(), StoreError> {
+        *self.lock()? = snapshot.0.clone();
+        Ok(())
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
@@ -165,25 +206,29 @@ impl Store for MemoryStore {
             return Ok(RotateOutcome::Revoked);
         }
         let user_id = f.info.user_id.clone();
+        // The same table as `rotate_family.lua`, step for step (DESIGN.md §5).
         if hashes_equal(&r.presented_hash, &f.cur) {
-            let rotated_out = std::mem::replace(&mut f.cur, r.successor_hash.clone());
-            f.prev = Some((rotated_out, r.now));
-            f.next = (r.grace_ms > 0).then(|| r.sealed_successor.clone());
-            f.info.generation += 1;
-            f.info.last_used = r.now;
-            f.info.idle_exp = family_expiry(r.now, r.idle_ms, f.info.abs_exp);
+            let rotated_out = f.cur.clone();
+            let (generation, idle_exp, abs_exp) = f.advance(rotated_out, f.info.generation + 1, r);
             return Ok(RotateOutcome::Rotated {
                 user_id,
-                generation: f.info.generation,
-                idle_exp: f.info.idle_exp,
-                abs_exp: f.info.abs_exp,
+                generation,
+                idle_exp,
+                abs_exp,
             });
         }
+        let cookie_previous = |hash: &str| {
+            r.previous_hash
+                .as_deref()
+                .is_some_and(|p| hashes_equal(p, hash))
+        };
         if let (Some((prev, prev_at)), Some(sealed)) = (&f.prev, &f.next) {
             // One process, one clock: the caller's `now` is this store's clock (the Redis
             // store judges grace by Redis's own clock, whatever the caller's says).
             let within_grace = r.now - prev_at <= r.grace_ms;
-            if within_grace && hashes_equal(&r.presented_hash, prev) {
+            let sibling =
+                r.presented_generation == Some(f.info.generation) && cookie_previous(prev);
+            if within_grace && (hashes_equal(&r.presented_hash, prev) || sibling) {
                 return Ok(RotateOutcome::Grace {
                     user_id,
                     generation: f.info.generation,
@@ -193,9 +238,26 @@ impl Store for MemoryStore {
                 });
             }
         }
-        f.revoked = Some(RevokeReason::Reuse.as_str().to_owned());
-        f.next = None;
-        Ok(RotateOutcome::ReuseDetected { user_id })
+        match r.presented_generation {
+            Some(ahead) if ahead > f.info.generation => {
+                if ahead == f.info.generation + 1 && cookie_previous(&f.cur) {
+                    let (generation, idle_exp, abs_exp) =
+                        f.advance(r.presented_hash.clone(), ahead + 1, r);
+                    return Ok(RotateOutcome::StoreBehind {
+                        user_id,
+                        generation,
+                        idle_exp,
+                        abs_exp,
+                    });
+                }
+                f.end(RevokeReason::StoreBehind);
+                Ok(RotateOutcome::StoreBehindUnproven { user_id })
+            }
+            _ => {
+                f.end(RevokeReason::Reuse);
+                Ok(RotateOutcome::ReuseDetected { user_id })
+            }
+        }
     }
 
     async fn revoke_family(
@@ -209,8 +271,7 @@ impl Store for MemoryStore {
             None => RevokeOutcome::Expired,
             Some(f) if f.revoked.is_some() => RevokeOutcome::AlreadyRevoked,
             Some(f) => {
-                f.revoked = Some(reason.as_str().to_owned());
-                f.next = None;
+                f.end(reason);
                 RevokeOutcome::Revoked
             }
         })

@@ -52,6 +52,9 @@ pub enum RevokeReason {
     UserDisabled,
     Replaced,
     PasswordChanged,
+    /// The browser was ahead of the store by more than the one step its cookie can prove
+    /// (DESIGN.md §5 "Lost writes"): the family cannot go on, but nobody is accused of theft.
+    StoreBehind,
 }
 
 impl RevokeReason {
@@ -64,6 +67,7 @@ impl RevokeReason {
             Self::UserDisabled => "user_disabled",
             Self::Replaced => "replaced",
             Self::PasswordChanged => "password_changed",
+            Self::StoreBehind => "store_behind",
         }
     }
 }
@@ -148,6 +152,11 @@ impl From<FamilyState> for Liveness {
 pub struct RotateRequest {
     pub family_id: String,
     pub presented_hash: String,
+    /// The presented token's generation; `None` for a token from before generations.
+    pub presented_generation: Option<u64>,
+    /// The hash of the secret the presented one replaced, as the cookie remembers it: proof
+    /// that the presented token is one step ahead of a store that lost that step.
+    pub previous_hash: Option<String>,
     pub successor_hash: String,
     /// The successor token sealed for grace replays (see `tokens::Sealer`).
     pub sealed_successor: String,
@@ -174,6 +183,21 @@ pub enum RotateOutcome {
         idle_exp: Millis,
         abs_exp: Millis,
         sealed_successor: String,
+    },
+    /// The store lost its last rotation and the cookie proved it (its generation is one ahead
+    /// and its previous secret is the store's current one): rotated from the store's state, the
+    /// successor is now current. Not a replay (DESIGN.md §5 "Lost writes").
+    StoreBehind {
+        user_id: String,
+        generation: u64,
+        idle_exp: Millis,
+        abs_exp: Millis,
+    },
+    /// The presented token is ahead of the store but cannot prove the lost steps (two or
+    /// more, or no previous secret): the family is ended with reason `store_behind`, and no
+    /// theft is alleged.
+    StoreBehindUnproven {
+        user_id: String,
     },
     /// A rotated-out secret came back too late (or an older one): the family is now revoked.
     ReuseDetected {

@@ -35,6 +35,8 @@ use crate::{config::Config, session::CookieTokens};
 
 const ACCESS: &str = "at";
 const REFRESH: &str = "rt";
+/// The refresh token the current one replaced: proof of a rotation the store lost.
+const PREVIOUS: &str = "pr";
 
 /// Marker a request carries when its answer must remove the session cookie (see [`clear`]).
 #[derive(Debug, Clone, Copy)]
@@ -267,7 +269,12 @@ pub fn keep_exact_name(headers: &mut header::HeaderMap, name: &str) {
 pub fn read(session: &Session) -> Option<CookieTokens> {
     let access = session.get::<String>(ACCESS).ok().flatten()?;
     let refresh = session.get::<String>(REFRESH).ok().flatten()?;
-    Some(CookieTokens { access, refresh })
+    let previous = session.get::<String>(PREVIOUS).ok().flatten();
+    Some(CookieTokens {
+        access,
+        refresh,
+        previous,
+    })
 }
 
 /// Puts new tokens in the session; the middleware seals them into a new cookie.
@@ -275,6 +282,13 @@ pub fn write(session: &Session, tokens: &CookieTokens) -> Result<(), String> {
     session
         .insert(ACCESS, &tokens.access)
         .and_then(|()| session.insert(REFRESH, &tokens.refresh))
+        .and_then(|()| match &tokens.previous {
+            Some(previous) => session.insert(PREVIOUS, previous),
+            None => {
+                session.remove(PREVIOUS);
+                Ok(())
+            }
+        })
         .map_err(|e| e.to_string())
 }
 

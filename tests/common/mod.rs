@@ -347,13 +347,22 @@ pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .default_headers(headers)
+        .pool_idle_timeout(CLIENT_IDLE)
         .build()
         .expect("client")
 }
 
+/// How long the test clients keep an idle connection: well under the gateway's keep-alive
+/// (5 s), so that a client never sends on a connection the server is closing at that moment
+/// (hyper's `IncompleteMessage`, seen on a loaded machine).
+const CLIENT_IDLE: Duration = Duration::from_secs(2);
+
 /// A client without a jar, for replaying exact cookie values.
 pub fn raw_client() -> reqwest::Client {
-    reqwest::Client::builder().build().expect("client")
+    reqwest::Client::builder()
+        .pool_idle_timeout(CLIENT_IDLE)
+        .build()
+        .expect("client")
 }
 
 /// Sends `request`; the status code of the answer.

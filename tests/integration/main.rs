@@ -13,6 +13,7 @@ mod cli;
 mod demo_api;
 mod deploy;
 mod http_auth;
+mod lost_writes;
 mod operations;
 mod properties;
 mod proxy;

@@ -216,7 +216,7 @@ async fn json_logs_record_events_and_never_a_secret() {
     let mut secrets = vec![PASSWORD.to_owned(), wrong.to_owned()];
     for cookie in &cookies {
         let (access, refresh) = open_cookie(cookie);
-        let secret = refresh.split('.').nth(1).expect("secret").to_owned();
+        let secret = refresh.rsplit('.').next().expect("secret").to_owned();
         let signature = access.rsplit('.').next().expect("signature").to_owned();
         let encoded = cookie_header(cookie);
         secrets.extend([cookie.clone(), encoded, access, refresh, secret, signature]);

@@ -71,6 +71,22 @@ fn rotation(f: &Fam, presented: &str, successor: &str, now: Millis) -> RotateReq
         now,
         idle_ms: IDLE,
         grace_ms: GRACE,
+        presented_generation: None,
+        previous_hash: None,
+    }
+}
+
+/// A rotation whose token claims `generation` and whose cookie remembers `previous`.
+fn rotation_at(
+    f: &Fam,
+    (presented, generation, previous): (&str, u64, Option<&str>),
+    successor: &str,
+    now: Millis,
+) -> RotateRequest {
+    RotateRequest {
+        presented_generation: Some(generation),
+        previous_hash: previous.map(str::to_owned),
+        ..rotation(f, presented, successor, now)
     }
 }
 
@@ -221,6 +237,134 @@ async fn older_generation_replay_revokes_family_even_within_grace(store: Arc<dyn
             .unwrap(),
         RotateOutcome::Revoked
     );
+}
+
+/// The store lost the rotation h0 → h1 (the browser holds h1 at generation 1 and remembers
+/// h0): the cookie proves the step, the store rotates from its own state, and the family goes
+/// on as if nothing was lost; h1 is now the predecessor (grace), h0 still a replay.
+async fn a_token_one_step_ahead_with_proof_resynchronises(store: Arc<dyn Store>) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    let out = store
+        .rotate(&rotation_at(&f, ("h1", 1, Some("h0")), "h2", f.t0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        RotateOutcome::StoreBehind {
+            user_id: f.uid.clone(),
+            generation: 2,
+            idle_exp: f.t0 + 1 + IDLE,
+            abs_exp: f.t0 + MAX
+        }
+    );
+    // A second tab with the same cookie, within grace: the same successor.
+    let out = store
+        .rotate(&rotation_at(&f, ("h1", 1, Some("h0")), "other", f.t0 + 2))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, RotateOutcome::Grace { generation: 2, sealed_successor, .. } if sealed_successor == "sealed-h2"),
+        "{out:?}"
+    );
+    let out = store
+        .rotate(&rotation_at(&f, ("h2", 2, Some("h1")), "h3", f.t0 + 3))
+        .await
+        .unwrap();
+    assert_eq!(generation(&out), 3);
+    // The cookie the store did know is older than the store now: a replay.
+    assert!(matches!(
+        store
+            .rotate(&rotation_at(&f, ("h0", 0, None), "x", f.t0 + 4))
+            .await
+            .unwrap(),
+        RotateOutcome::ReuseDetected { .. }
+    ));
+}
+
+/// Ahead of the store without proof — two steps, a previous secret that is not the store's
+/// current one, or none — ends the family as `store_behind`: never a reuse verdict.
+async fn a_token_ahead_without_proof_ends_the_family_without_a_reuse_verdict(
+    store: Arc<dyn Store>,
+) {
+    for (claim, why) in [
+        (("h2", 2, Some("h1")), "two steps ahead"),
+        (
+            ("h1", 1, Some("not-h0")),
+            "a previous secret the store never had",
+        ),
+        (("h1", 1, None), "no previous secret"),
+    ] {
+        let f = new_family(store.as_ref(), "u1", "h0").await;
+        let out = store
+            .rotate(&rotation_at(&f, claim, "x", f.t0 + 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            RotateOutcome::StoreBehindUnproven {
+                user_id: f.uid.clone()
+            },
+            "{why}"
+        );
+        assert_eq!(
+            store.family(&f.id, f.t0 + 2).await.unwrap(),
+            FamilyState::Revoked {
+                reason: "store_behind".into()
+            },
+            "{why}"
+        );
+    }
+}
+
+/// A token at or below the store's generation is judged as before, whatever previous secret
+/// its cookie claims: a secret the store never had, at the current generation or the one
+/// before, is a replay.
+async fn a_token_not_ahead_is_a_replay_whatever_its_cookie_claims(store: Arc<dyn Store>) {
+    for claim in [("x", 2, Some("h0")), ("x", 1, Some("h0"))] {
+        let f = new_family(store.as_ref(), "u1", "h0").await;
+        for (p, s, t) in [("h0", "h1", 1), ("h1", "h2", 2)] {
+            store.rotate(&rotation(&f, p, s, f.t0 + t)).await.unwrap();
+        }
+        assert!(
+            matches!(
+                store
+                    .rotate(&rotation_at(&f, claim, "y", f.t0 + 3))
+                    .await
+                    .unwrap(),
+                RotateOutcome::ReuseDetected { .. }
+            ),
+            "{claim:?}"
+        );
+    }
+}
+
+/// The store lost h0 → h1 and then rotated h0 again (an older request came after the loss):
+/// the browser's h1 is a sibling of the store's current secret — same generation, same
+/// predecessor. Within the grace window it gets that same successor; a sibling without the
+/// predecessor's proof is a replay.
+async fn a_sibling_of_the_current_secret_within_grace_gets_the_same_successor(
+    store: Arc<dyn Store>,
+) {
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    store
+        .rotate(&rotation(&f, "h0", "h1-again", f.t0 + 1))
+        .await
+        .unwrap();
+    let out = store
+        .rotate(&rotation_at(&f, ("h1", 1, Some("h0")), "x", f.t0 + 2))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out, RotateOutcome::Grace { generation: 1, sealed_successor, .. } if sealed_successor == "sealed-h1-again"),
+        "{out:?}"
+    );
+    assert!(matches!(
+        store
+            .rotate(&rotation_at(&f, ("h1", 1, None), "x", f.t0 + 3))
+            .await
+            .unwrap(),
+        RotateOutcome::ReuseDetected { .. }
+    ));
 }
 
 async fn unknown_secret_revokes_family(store: Arc<dyn Store>) {
@@ -569,6 +713,10 @@ acceptance_suite!(
     replay_within_grace_returns_the_same_successor,
     replay_after_grace_revokes_family,
     older_generation_replay_revokes_family_even_within_grace,
+    a_token_one_step_ahead_with_proof_resynchronises,
+    a_token_ahead_without_proof_ends_the_family_without_a_reuse_verdict,
+    a_token_not_ahead_is_a_replay_whatever_its_cookie_claims,
+    a_sibling_of_the_current_secret_within_grace_gets_the_same_successor,
     unknown_secret_revokes_family,
     idle_family_expires,
     absolute_lifetime_is_never_extended,

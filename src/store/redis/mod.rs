@@ -120,6 +120,15 @@ fn rotate_outcome(reply: &[String]) -> Result<RotateOutcome, StoreError> {
             abs_exp: num(abs_exp)?,
             sealed_successor: sealed.clone(),
         }),
+        [tag, uid, gen, exp, abs_exp] if tag == "behind" => Ok(RotateOutcome::StoreBehind {
+            user_id: uid.clone(),
+            generation: num(gen)?.unsigned_abs(),
+            idle_exp: num(exp)?,
+            abs_exp: num(abs_exp)?,
+        }),
+        [tag, uid] if tag == "behind_unproven" => Ok(RotateOutcome::StoreBehindUnproven {
+            user_id: uid.clone(),
+        }),
         [tag, uid] if tag == "reuse" => Ok(RotateOutcome::ReuseDetected {
             user_id: uid.clone(),
         }),
@@ -298,6 +307,12 @@ impl Store for RedisStore {
             .arg(r.now)
             .arg(r.idle_ms)
             .arg(r.grace_ms)
+            .arg(
+                r.presented_generation
+                    .map(|g| g.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(r.previous_hash.as_deref().unwrap_or_default())
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
