@@ -1,0 +1,169 @@
+//! Faults in the path to Redis (issue 15, point 3): a gateway whose Redis URL points at a
+//! fault proxy ([`FaultProxy`]) in front of a real `redis-server`, `redis.timeout` 300 ms.
+//! Under each fault a signed-in browser's session check, proxied GET and refresh answer 503
+//! within the timeout (plus slack), never hang, never 401, never touch the cookie; when the
+//! fault clears the same cookie works again. And a Redis restart (data kept) costs no request:
+//! a read that finds its pooled connection dead is repeated once on a fresh one.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use crate::common::{
+    fault::{Fault, FaultProxy},
+    upstream::Upstream,
+    *,
+};
+use bffgate::config::AuthMode;
+use reqwest::Method;
+
+const EMAIL: &str = "faults@example.com";
+/// `redis.timeout` of these gateways.
+const TIMEOUT: Duration = Duration::from_millis(300);
+/// What a 503 may take beyond `redis.timeout`: generous, so that a loaded machine does not
+/// fail the test, and still far from a hang.
+const SLACK: Duration = Duration::from_secs(2);
+/// How long a cleared fault may take to stop costing requests.
+const RECOVERY: Duration = Duration::from_secs(10);
+
+/// The three requests of a signed-in browser each fault is tried on.
+const REQUESTS: [(&str, &str); 3] = [
+    ("GET", "/auth/session"),
+    ("GET", "/api/items"),
+    ("POST", "/auth/refresh"),
+];
+
+struct Stack {
+    server: RedisServer,
+    proxy: FaultProxy,
+    _upstream: Upstream,
+    gw: TestGateway,
+    cookie: String,
+}
+
+/// A gateway on Redis (AOF) through a fault proxy, `/api` to a recording upstream, and a
+/// signed-in browser's cookie.
+async fn stack(prefix: &str) -> Stack {
+    let server = RedisServer::start_with_aof();
+    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], server.port)));
+    let upstream = upstream::start();
+    let mut config = with_redis(test_config(), &proxy.url(), prefix);
+    if let Some(redis) = config.redis.as_mut() {
+        redis.timeout = TIMEOUT;
+    }
+    config.routes = vec![route("/api", &upstream.base, AuthMode::Required)];
+    let gw = TestGateway::start(config, EMAIL).await;
+    let cookie = login_cookie_of(&gw, EMAIL).await;
+    Stack {
+        server,
+        proxy,
+        _upstream: upstream,
+        gw,
+        cookie,
+    }
+}
+
+fn method(name: &str) -> Method {
+    Method::from_bytes(name.as_bytes()).expect("method")
+}
+
+/// Sends `method path` with `cookie`, bounded by `TIMEOUT + SLACK` (a hang fails the test);
+/// the answer and how long it took.
+async fn timed(
+    gw: &TestGateway,
+    (m, path): (&str, &str),
+    cookie: &str,
+) -> (reqwest::Response, Duration) {
+    let started = Instant::now();
+    let res = tokio::time::timeout(
+        TIMEOUT + SLACK,
+        send_with_cookie(gw, method(m), path, cookie),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{m} {path} hung for more than {:?}", TIMEOUT + SLACK));
+    (res, started.elapsed())
+}
+
+/// The session cookie headers a response sets, if any.
+fn session_cookies_set(res: &reqwest::Response) -> Vec<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.starts_with(COOKIE))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Each request answers 503 under `fault`, in time, with the cookie kept; once the fault is
+/// lifted, the same cookie gets 200 from each.
+async fn fault_costs_503s_and_the_session_continues(fault: Fault, prefix: &str) {
+    let s = stack(prefix).await;
+    for request in REQUESTS {
+        let (res, _) = timed(&s.gw, request, &s.cookie).await;
+        assert_eq!(res.status(), 200, "{request:?} before the fault");
+    }
+
+    s.proxy.set(fault);
+    let mut slowest = Duration::ZERO;
+    // Twice each: the first meets the fault on a pooled connection, the second on whatever
+    // the pool makes of it (checks, new connections).
+    for request in REQUESTS.into_iter().chain(REQUESTS) {
+        let (res, took) = timed(&s.gw, request, &s.cookie).await;
+        assert_eq!(res.status(), 503, "{fault:?}: {request:?}");
+        assert!(
+            res.headers().contains_key("retry-after"),
+            "{fault:?}: {request:?}"
+        );
+        assert_eq!(
+            session_cookies_set(&res),
+            Vec::<String>::new(),
+            "{fault:?}: {request:?} must keep the cookie"
+        );
+        assert!(
+            took <= TIMEOUT + SLACK,
+            "{fault:?}: {request:?} took {took:?}"
+        );
+        slowest = slowest.max(took);
+    }
+    println!("{fault:?}: slowest 503 took {slowest:?} (redis.timeout {TIMEOUT:?})");
+
+    s.proxy.set(Fault::Pass);
+    let started = Instant::now();
+    eventually("the session to answer 200 again", RECOVERY, || async {
+        let status = session_status(&s.gw, &s.cookie).await;
+        assert_ne!(status, 401, "{fault:?}: a fault never signs the user out");
+        status == 200
+    })
+    .await;
+    println!(
+        "{fault:?}: back to 200 {:?} after the fault cleared",
+        started.elapsed()
+    );
+    for request in REQUESTS {
+        let (res, _) = timed(&s.gw, request, &s.cookie).await;
+        assert_eq!(res.status(), 200, "{fault:?}: {request:?} after the fault");
+    }
+    drop(s.server);
+}
+
+#[actix_web::test]
+async fn a_redis_answering_late_costs_503s_in_time_and_the_session_continues() {
+    fault_costs_503s_and_the_session_continues(Fault::Delay(TIMEOUT * 3), "fdelay:").await;
+}
+
+#[actix_web::test]
+async fn a_redis_dropping_connections_costs_503s_in_time_and_the_session_continues() {
+    fault_costs_503s_and_the_session_continues(Fault::Drop, "fdrop:").await;
+}
+
+#[actix_web::test]
+async fn a_redis_resetting_connections_costs_503s_in_time_and_the_session_continues() {
+    fault_costs_503s_and_the_session_continues(Fault::Reset, "freset:").await;
+}
+
+#[actix_web::test]
+async fn a_black_holed_redis_costs_503s_in_time_and_the_session_continues() {
+    fault_costs_503s_and_the_session_continues(Fault::BlackHole, "fhole:").await;
+}
