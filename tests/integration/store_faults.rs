@@ -167,3 +167,56 @@ async fn a_redis_resetting_connections_costs_503s_in_time_and_the_session_contin
 async fn a_black_holed_redis_costs_503s_in_time_and_the_session_continues() {
     fault_costs_503s_and_the_session_continues(Fault::BlackHole, "fhole:").await;
 }
+/// Every pooled connection closed under the gateway at once (as a restart does), and Redis
+/// straight back: no request of the signed-in browser fails.
+#[actix_web::test]
+async fn connections_closed_under_the_gateway_cost_no_request() {
+    let s = stack("fclosed:").await;
+    for round in 0..3 {
+        for request in REQUESTS {
+            let (res, _) = timed(&s.gw, request, &s.cookie).await;
+            assert_eq!(res.status(), 200, "{request:?} before round {round}");
+        }
+        s.proxy.set(Fault::Drop);
+        s.proxy.set(Fault::Pass);
+        for request in REQUESTS {
+            let (res, _) = timed(&s.gw, request, &s.cookie).await;
+            assert_eq!(
+                res.status(),
+                200,
+                "round {round}: {request:?} after the close"
+            );
+        }
+    }
+}
+
+/// Redis restarted (its data kept in the AOF): the requests that find their pooled
+/// connections dead are answered, not failed.
+#[actix_web::test]
+async fn a_redis_restart_with_its_data_kept_costs_no_request() {
+    let mut s = stack("frestart:").await;
+    // Several concurrent requests, so that each worker's pool holds a few connections, all
+    // used a moment ago (none is due the idle check).
+    let warm = (0..8).map(|_| session_status(&s.gw, &s.cookie));
+    for status in futures_util::future::join_all(warm).await {
+        assert_eq!(status, 200);
+    }
+    let started = Instant::now();
+    s.server.stop();
+    s.server.restart();
+    let restart = started.elapsed();
+    let after = (0..8).map(|i| {
+        let request = REQUESTS[i % 3];
+        let gw = &s.gw;
+        let cookie = &s.cookie;
+        async move { timed(gw, request, cookie).await.0.status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(after).await;
+    println!("restart took {restart:?}; then {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "after a restart that took {restart:?}: {statuses:?}"
+    );
+    let (res, _) = timed(&s.gw, REQUESTS[2], &s.cookie).await;
+    assert_eq!(res.status(), 200, "a refresh after the restart");
+}
