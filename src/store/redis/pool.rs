@@ -421,9 +421,20 @@ impl Pools {
         Ok(pools.entry(thread).or_insert(pool).clone())
     }
 
-    /// A connection from the calling thread's pool.
+    /// A connection from the calling thread's pool, within `redis.timeout` in all. deadpool
+    /// bounds each step (the wait, each check, the connecting) but not their sum: with Redis
+    /// unreachable without an answer (a partition), every pooled connection is suspect and
+    /// would be checked in turn, each for up to the timeout. The timer is armed only when the
+    /// pool cannot lend at once.
     pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
-        self.pool()?.get().await.map_err(unavailable)
+        let pool = self.pool()?;
+        match tokio::time::timeout(self.timeout, pool.get()).await {
+            Ok(conn) => conn.map_err(unavailable),
+            Err(_) => Err(unavailable(format!(
+                "no Redis connection within {:?}",
+                self.timeout
+            ))),
+        }
     }
 }
 
