@@ -21,5 +21,6 @@ mod redis_topologies;
 mod serve;
 mod slow_bodies;
 mod store_acceptance;
+mod store_faults;
 mod streams;
 mod tls;

@@ -198,14 +198,10 @@ impl Store for RedisStore {
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
-        let uid: Option<String> = {
-            let mut conn = self.conn().await?;
-            redis::cmd("GET")
-                .arg(self.keys.email(email))
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?
-        };
+        let uid: Option<String> = self
+            .pools
+            .read(redis::cmd("GET").arg(self.keys.email(email)))
+            .await?;
         match uid {
             Some(uid) => self.user(&uid).await,
             None => Ok(None),
@@ -213,12 +209,10 @@ impl Store for RedisStore {
     }
 
     async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        let mut conn = self.conn().await?;
-        let map: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.keys.user(id))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let map: HashMap<String, String> = self
+            .pools
+            .read(redis::cmd("HGETALL").arg(self.keys.user(id)))
+            .await?;
         records::user_record(&map)
     }
 
@@ -227,14 +221,10 @@ impl Store for RedisStore {
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        let ids: Vec<String> = {
-            let mut conn = self.conn().await?;
-            redis::cmd("SMEMBERS")
-                .arg(self.keys.users())
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?
-        };
+        let ids: Vec<String> = self
+            .pools
+            .read(redis::cmd("SMEMBERS").arg(self.keys.users()))
+            .await?;
         let mut users = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(user) = self.user(&id).await? {
@@ -273,24 +263,26 @@ impl Store for RedisStore {
     }
 
     async fn family(&self, id: &str, now: Millis) -> Result<FamilyState, StoreError> {
-        let mut conn = self.conn().await?;
-        let fields: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.keys.family(id))
-            .arg(&FAMILY_FIELDS[..])
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let fields: Vec<Option<String>> = self
+            .pools
+            .read(
+                redis::cmd("HMGET")
+                    .arg(self.keys.family(id))
+                    .arg(&FAMILY_FIELDS[..]),
+            )
+            .await?;
         records::family_state(id, fields, now)
     }
 
     async fn family_liveness(&self, id: &str, now: Millis) -> Result<Liveness, StoreError> {
-        let mut conn = self.conn().await?;
-        let row: records::LivenessRow = redis::cmd("HMGET")
-            .arg(self.keys.family(id))
-            .arg(&LIVENESS_FIELDS[..])
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let row: records::LivenessRow = self
+            .pools
+            .read(
+                redis::cmd("HMGET")
+                    .arg(self.keys.family(id))
+                    .arg(&LIVENESS_FIELDS[..]),
+            )
+            .await?;
         records::family_liveness(row, now)
     }
 
@@ -344,12 +336,7 @@ impl Store for RedisStore {
         now: Millis,
     ) -> Result<Vec<FamilyInfo>, StoreError> {
         let index = self.keys.user_families(user_id);
-        let mut conn = self.conn().await?;
-        let ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&index)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let ids: Vec<String> = self.pools.read(redis::cmd("SMEMBERS").arg(&index)).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -364,11 +351,11 @@ impl Store for RedisStore {
         let rows: Vec<Vec<Option<String>>> = if self.pools.is_cluster() {
             let mut rows = Vec::with_capacity(ids.len());
             for cmd in pipe.cmd_iter() {
-                rows.push(cmd.query_async(&mut conn).await.map_err(unavailable)?);
+                rows.push(self.pools.read(cmd).await?);
             }
             rows
         } else {
-            pipe.query_async(&mut conn).await.map_err(unavailable)?
+            self.pools.read_pipeline(&pipe).await?
         };
         let mut live = Vec::new();
         let mut dead = Vec::new();
@@ -379,6 +366,7 @@ impl Store for RedisStore {
             }
         }
         if !dead.is_empty() {
+            let mut conn = self.conn().await?;
             redis::cmd("SREM")
                 .arg(&index)
                 .arg(&dead)

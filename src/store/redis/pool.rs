@@ -23,8 +23,8 @@ use deadpool_redis::{
         cluster::{ClusterClient, ClusterClientBuilder},
         cluster_async::ClusterConnection,
         sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
-        AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline,
-        RedisError, RedisFuture, ServerErrorKind, TlsCertificates, TlsMode, Value,
+        AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, FromRedisValue, IntoConnectionInfo,
+        Pipeline, RedisError, RedisFuture, ServerErrorKind, TlsCertificates, TlsMode, Value,
     },
     Runtime,
 };
@@ -45,9 +45,10 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// which doubled the Redis round trips of every authenticated request. This manager checks a
 /// connection only when it sat idle for longer than [`IDLE_CHECK`], or when any connection of
 /// the store failed since its last check (Redis restarted: every pooled connection is
-/// suspect). After a restart, the requests already under way on old connections fail (503,
-/// cookie kept); every request that starts after the first failure gets a checked or new
-/// connection. A connection that failed itself is dropped.
+/// suspect). After a restart, a read that finds its old connection dead is sent once more
+/// ([`Pools::read`]) on a connection lent after the failure, so checked or new; a write that
+/// does fails (503, cookie kept). Every request that starts after the first failure gets a
+/// checked or new connection. A connection that failed itself is dropped.
 struct Lender {
     source: Arc<Source>,
     connection: AsyncConnectionConfig,
@@ -420,8 +421,75 @@ impl Pools {
         Ok(pools.entry(thread).or_insert(pool).clone())
     }
 
-    /// A connection from the calling thread's pool.
+    /// A connection from the calling thread's pool, within `redis.timeout` in all. deadpool
+    /// bounds each step (the wait, each check, the connecting) but not their sum: with Redis
+    /// unreachable without an answer (a partition), every pooled connection is suspect and
+    /// would be checked in turn, each for up to the timeout. The timer is armed only when the
+    /// pool cannot lend at once.
     pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
-        self.pool()?.get().await.map_err(unavailable)
+        let pool = self.pool()?;
+        match tokio::time::timeout(self.timeout, pool.get()).await {
+            Ok(conn) => conn.map_err(unavailable),
+            Err(_) => Err(unavailable(format!(
+                "no Redis connection within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+// Reads sent once more when their connection was lost (issue 15).
+
+/// Whether `e` says the command's connection was lost — closed, reset, refused, a broken
+/// pipe — as when Redis restarted under a pooled connection; not a timeout (see
+/// [`Pools::read`]).
+fn connection_lost(e: &RedisError) -> bool {
+    !e.is_timeout() && (e.is_io_error() || e.is_unrecoverable_error())
+}
+
+impl Pools {
+    /// `cmd`, which must be a read (repeating it changes nothing), sent once more when its
+    /// connection turned out lost: on a connection lent after the failure, so one the pool
+    /// checked with a `PING` (the failure made every pooled connection suspect) or opened anew.
+    /// In the normal path this is one command and one round trip, as before.
+    ///
+    /// Never after a timeout: Redis may be slow rather than gone, a second try would double
+    /// the load on it and the time the request waits past `redis.timeout`; the request
+    /// answers 503 (cookie kept) instead. Writes, the rotation script above all, are never
+    /// sent again: the redis crate reports a connection that died before the command was
+    /// written and one that died after Redis ran it with the same error, so nothing proves
+    /// that a write did not run.
+    pub(super) async fn read<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        let first = {
+            let mut conn = self.conn().await?;
+            cmd.query_async(&mut conn).await
+        };
+        match first {
+            Err(e) if connection_lost(&e) => {
+                tracing::debug!(error = %e, "a read lost its Redis connection; sent once more");
+                let mut conn = self.conn().await?;
+                cmd.query_async(&mut conn).await.map_err(unavailable)
+            }
+            result => result.map_err(unavailable),
+        }
+    }
+
+    /// [`Pools::read`] for a pipeline of reads.
+    pub(super) async fn read_pipeline<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+    ) -> Result<T, StoreError> {
+        let first = {
+            let mut conn = self.conn().await?;
+            pipe.query_async(&mut conn).await
+        };
+        match first {
+            Err(e) if connection_lost(&e) => {
+                tracing::debug!(error = %e, "a read lost its Redis connection; sent once more");
+                let mut conn = self.conn().await?;
+                pipe.query_async(&mut conn).await.map_err(unavailable)
+            }
+            result => result.map_err(unavailable),
+        }
     }
 }
