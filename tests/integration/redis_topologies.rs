@@ -174,6 +174,17 @@ async fn three_instances(config: Config) -> Vec<TestGateway> {
     ]
 }
 
+/// A jar-less client that drops a pooled connection after 2 s idle, before the gateway's
+/// keep-alive (actix's 5 s) closes it: a request sent on a connection the server is just
+/// closing fails with no answer (seen on a loaded machine), which is the client's race, not
+/// the gateway's.
+fn pooled_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("client")
+}
+
 /// The state of the family of `cookie` in `store`, now.
 async fn family_state_in(store: &dyn Store, cookie: &str) -> FamilyState {
     store
@@ -195,7 +206,7 @@ async fn generation_in(store: &dyn Store, cookie: &str) -> u64 {
 /// one instance is a 401 on each other one.
 async fn instances_agree_on_rotation_and_logout(gws: &[impl Instance], store: &dyn Store) {
     let c0 = login_cookie_of(&gws[0], EMAIL).await;
-    let client = raw_client();
+    let client = pooled_client();
     let refreshes = (0..1000).map(|i| {
         let gw = &gws[i % gws.len()];
         client
@@ -331,7 +342,7 @@ async fn many_sessions_never_fork_nor_get_revoked<I: Instance>(gws: &[I], store:
     for _ in 0..SESSIONS {
         cookies.push(login_cookie_of(&gws[0], EMAIL).await);
     }
-    let client = raw_client();
+    let client = pooled_client();
     let refresh = |gw: &I, cookie: &str| {
         client
             .post(gw.url("/auth/refresh"))
