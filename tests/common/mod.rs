@@ -8,6 +8,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod fault;
+pub mod instances;
 pub mod process;
 pub mod topologies;
 pub mod upstream;
@@ -33,6 +34,7 @@ use bffgate::{
     tokens::{new_id, AccessClaims},
     Gateway,
 };
+pub use instances::Instance;
 pub use process::{eventually, ChildProcess};
 
 pub const PASSWORD: &str = "correct horse battery";
@@ -378,7 +380,7 @@ pub async fn json<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuild
 }
 
 /// A login request from a jar-less client with `X-CSRF: 1`, not yet sent.
-pub fn login_request(gw: &TestGateway, email: &str, password: &str) -> reqwest::RequestBuilder {
+pub fn login_request(gw: &impl Instance, email: &str, password: &str) -> reqwest::RequestBuilder {
     raw_client()
         .post(gw.url("/auth/login"))
         .header("x-csrf", "1")
@@ -386,7 +388,7 @@ pub fn login_request(gw: &TestGateway, email: &str, password: &str) -> reqwest::
 }
 
 /// Logs in `email` with a jar-less client and returns the sealed cookie value.
-pub async fn login_cookie_of(gw: &TestGateway, email: &str) -> String {
+pub async fn login_cookie_of(gw: &impl Instance, email: &str) -> String {
     let res = login_request(gw, email, PASSWORD)
         .send()
         .await
@@ -436,7 +438,7 @@ pub fn cookie_header(cookie_value: &str) -> String {
 /// `method path` from a jar-less client with `X-CSRF: 1` and exactly `cookie_value` as the
 /// session cookie, not yet sent.
 pub fn with_cookie(
-    gw: &TestGateway,
+    gw: &impl Instance,
     method: reqwest::Method,
     path: &str,
     cookie_value: &str,
@@ -449,7 +451,7 @@ pub fn with_cookie(
 
 /// Sends [`with_cookie`]'s request.
 pub async fn send_with_cookie(
-    gw: &TestGateway,
+    gw: &impl Instance,
     method: reqwest::Method,
     path: &str,
     cookie_value: &str,
@@ -461,7 +463,7 @@ pub async fn send_with_cookie(
 }
 
 /// What `GET /auth/session` answers `cookie_value`: 200 while its session lives.
-pub async fn session_status(gw: &TestGateway, cookie_value: &str) -> u16 {
+pub async fn session_status(gw: &impl Instance, cookie_value: &str) -> u16 {
     status(with_cookie(
         gw,
         reqwest::Method::GET,
@@ -472,7 +474,7 @@ pub async fn session_status(gw: &TestGateway, cookie_value: &str) -> u16 {
 }
 
 /// `POST /auth/refresh` with `cookie_value`; asserts a 200 and returns the successor cookie.
-pub async fn refreshed(gw: &TestGateway, cookie_value: &str) -> String {
+pub async fn refreshed(gw: &impl Instance, cookie_value: &str) -> String {
     let res = send_with_cookie(gw, reqwest::Method::POST, "/auth/refresh", cookie_value).await;
     assert_eq!(res.status(), 200, "refresh failed");
     set_cookie_value(&res)

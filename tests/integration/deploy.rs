@@ -1,7 +1,10 @@
 //! The docker-compose stack, checked without a Docker engine: the compose file as Debian's
 //! `docker-compose config` resolves it names only services, ports, binaries and settings that
 //! exist, and the container's start command (`bffgate serve` with the mounted config and the
-//! compose environment) serves a user whom the stack's `seed` command added.
+//! compose environment) serves a user whom the stack's `seed` command added. Its `sentinel`
+//! profile runs two gateways on a Sentinel group: they share the keys and find the primary
+//! through the profile's sentinels, and their start commands, on a Sentinel group the test
+//! starts, serve one session between them.
 //!
 //! Needs `docker-compose` (`.ci/run` installs Debian's); without it these tests fail.
 
@@ -11,8 +14,12 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::common::{browser, free_port, ChildProcess, TestRedis};
+use crate::common::{
+    browser, cookie_header, free_port, raw_client, set_cookie_value, topologies::SentinelGroup,
+    ChildProcess, TestRedis,
+};
 use bffgate::config::Config;
+use bffgate::config::RedisMode;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bffgate");
@@ -179,7 +186,12 @@ fn port_of(addr: &str) -> u16 {
 fn compose_file_names_only_services_ports_and_settings_that_exist() {
     let compose = compose();
     let services = compose["services"].as_object().expect("services");
-    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    // The stack `docker compose up` starts: every service outside a profile.
+    let names: Vec<&str> = services
+        .iter()
+        .filter(|(_, s)| strings(&s["profiles"]).is_empty())
+        .map(|(name, _)| name.as_str())
+        .collect();
     assert_eq!(names, ["demo-api", "gateway", "keys", "redis", "seed"]);
     for (name, s) in services {
         if let Some(deps) = s["depends_on"].as_object() {
@@ -415,4 +427,299 @@ async fn the_compose_start_command_serves_a_seeded_user() {
     let page = client.get(format!("{base}/")).send().await.expect("app");
     assert_eq!(page.status(), 200);
     assert!(page.headers().contains_key("content-security-policy"));
+}
+
+/// The services of the `sentinel` profile.
+const SENTINEL_PROFILE: [&str; 8] = [
+    "redis-primary",
+    "redis-replica",
+    "sentinel-1",
+    "sentinel-2",
+    "sentinel-3",
+    "sentinel-gateway-1",
+    "sentinel-gateway-2",
+    "sentinel-seed",
+];
+const SENTINEL_GATEWAYS: [&str; 2] = ["sentinel-gateway-1", "sentinel-gateway-2"];
+const SENTINELS: [&str; 3] = ["sentinel-1", "sentinel-2", "sentinel-3"];
+
+/// The host port a service publishes first (`127.0.0.1:HOST:CONTAINER`).
+fn published_host_port(service: &Value) -> u16 {
+    let port = &service["ports"][0];
+    port["published"]
+        .as_u64()
+        .map(|p| p as u16)
+        .or_else(|| {
+            let spec = port.as_str()?.split('/').next()?;
+            let parts: Vec<&str> = spec.split(':').collect();
+            parts.get(parts.len().checked_sub(2)?)?.parse().ok()
+        })
+        .expect("a published port")
+}
+
+/// A sentinel's configuration lines, as its command writes them (`'…'` or `"…"` arguments of
+/// its `printf`, `$$NAME` from its environment).
+fn sentinel_lines(service: &Value) -> Vec<String> {
+    let env = environment(service);
+    let script = strings(&service["command"]).join(" ");
+    let mut lines = Vec::new();
+    let mut rest = script.as_str();
+    while let Some(start) = rest.find(['\'', '"']) {
+        let quote = rest[start..].chars().next().expect("a quote");
+        let after = &rest[start + 1..];
+        let end = after.find(quote).expect("a closing quote");
+        let mut line = after[..end].to_owned();
+        for (k, v) in &env {
+            line = line.replace(&format!("$${k}"), v);
+        }
+        lines.push(line);
+        rest = &after[end + 1..];
+    }
+    lines
+}
+
+#[test]
+fn the_sentinel_profile_runs_two_gateways_on_one_sentinel_group_with_the_shared_keys() {
+    let compose = compose();
+    let services = compose["services"].as_object().expect("services");
+    let profiled: Vec<&str> = services
+        .iter()
+        .filter(|(_, s)| strings(&s["profiles"]).contains(&"sentinel".to_owned()))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(profiled, SENTINEL_PROFILE);
+    // The default stack needs nothing of the profile.
+    for (name, s) in services {
+        if strings(&s["profiles"]).is_empty() {
+            if let Some(deps) = s["depends_on"].as_object() {
+                for dep in deps.keys() {
+                    assert!(
+                        !SENTINEL_PROFILE.contains(&dep.as_str()),
+                        "{name} depends on {dep}, which runs only with --profile sentinel"
+                    );
+                }
+            }
+        }
+    }
+
+    // The replica follows the primary, and both announce their service names.
+    let primary = service(&compose, "redis-primary");
+    let replica = service(&compose, "redis-replica");
+    assert!(strings(&primary["command"])
+        .windows(2)
+        .any(|w| w == ["--replica-announce-ip", "redis-primary"]));
+    let replica_command = strings(&replica["command"]);
+    assert!(replica_command
+        .windows(3)
+        .any(|w| w == ["--replicaof", "redis-primary", "6379"]));
+    assert!(replica_command
+        .windows(2)
+        .any(|w| w == ["--replica-announce-ip", "redis-replica"]));
+
+    // Three sentinels watch the primary by name, with hostnames on, each announcing its own.
+    let mut master = None;
+    for name in SENTINELS {
+        let lines = sentinel_lines(service(&compose, name));
+        for line in [
+            "port 26379",
+            "sentinel resolve-hostnames yes",
+            "sentinel announce-hostnames yes",
+            &format!("sentinel announce-ip {name}"),
+        ] {
+            assert!(lines.iter().any(|l| l == line), "{name} lacks `{line}`");
+        }
+        // Hostnames must be on before the monitor line names one.
+        let resolve = lines.iter().position(|l| l.contains("resolve-hostnames"));
+        let monitor_at = lines
+            .iter()
+            .position(|l| l.starts_with("sentinel monitor "))
+            .unwrap_or_else(|| panic!("{name} monitors nothing"));
+        assert!(resolve < Some(monitor_at));
+        let monitor: Vec<&str> = lines[monitor_at].split_whitespace().collect();
+        assert_eq!(monitor[3..], ["redis-primary", "6379", "2"], "{name}");
+        assert!(master.is_none_or(|m| m == monitor[2]), "one master name");
+        master = Some(monitor[2].to_owned());
+        assert_eq!(
+            service(&compose, name)["depends_on"]["redis-primary"]["condition"],
+            "service_healthy"
+        );
+    }
+    let master = master.expect("a master name");
+
+    // The two gateways: their own published ports, the same keys as the stack's gateway,
+    // the sentinels as nodes and the monitored name.
+    let keys = generated_keys(&compose);
+    let key_files = |s: &Value| {
+        let env = environment(s);
+        (
+            env["BFFGATE_COOKIE__KEY_FILE"].clone(),
+            env["BFFGATE_JWT__SIGNING_KEY_FILE"].clone(),
+        )
+    };
+    let shared = key_files(service(&compose, "gateway"));
+    let mut published = Vec::new();
+    for name in SENTINEL_GATEWAYS {
+        let gateway = service(&compose, name);
+        assert_eq!(strings(&gateway["command"]), ["serve"]);
+        assert_eq!(key_files(gateway), shared, "{name} shares the stack's keys");
+        mounted(gateway, KEYS_MOUNT);
+        assert_eq!(
+            gateway["depends_on"]["keys"]["condition"],
+            "service_completed_successfully"
+        );
+        for sentinel in SENTINELS {
+            assert_eq!(
+                gateway["depends_on"][sentinel]["condition"], "service_healthy",
+                "{name} waits for {sentinel}"
+            );
+        }
+        let env = environment(gateway);
+        assert_eq!(env["BFFGATE_REDIS__MODE"], "sentinel");
+        let config = service_config(gateway, keys.path());
+        config
+            .require_shared_keys()
+            .unwrap_or_else(|e| panic!("{name} may not serve: {e}"));
+        let redis = config.redis.as_ref().expect("a Redis store");
+        assert_eq!(redis.mode, RedisMode::Sentinel);
+        assert_eq!(redis.sentinel_master, master);
+        let nodes: Vec<(String, u16)> = redis
+            .nodes
+            .iter()
+            .map(|n| {
+                let url = url::Url::parse(n.expose()).expect("a node URL");
+                (
+                    url.host_str().expect("a host").to_owned(),
+                    url.port().expect("a port"),
+                )
+            })
+            .collect();
+        let sentinels: Vec<(String, u16)> =
+            SENTINELS.iter().map(|s| (s.to_string(), 26379)).collect();
+        assert_eq!(nodes, sentinels, "{name} asks the profile's sentinels");
+        let host_port = published_host_port(gateway);
+        assert_eq!(
+            config.public_origin,
+            format!("http://localhost:{host_port}"),
+            "{name}: browsers open it where it is published"
+        );
+        assert!(config.listen.starts_with("0.0.0.0:"));
+        published.push(host_port);
+    }
+    assert_ne!(published[0], published[1], "two gateways, two ports");
+    assert!(!published.contains(&published_host_port(service(&compose, "gateway"))));
+
+    // The profile's seed adds the demo user to the Sentinel group's store.
+    let seed = service(&compose, "sentinel-seed");
+    let config = service_config(seed, keys.path());
+    let redis = config.redis.expect("a Redis store");
+    assert_eq!(redis.mode, RedisMode::Sentinel);
+    assert_eq!(redis.sentinel_master, master);
+    assert_eq!(
+        strings(&seed["command"]),
+        strings(&service(&compose, "seed")["command"]),
+        "the stack's seed script"
+    );
+}
+
+#[actix_web::test]
+async fn the_sentinel_gateways_start_commands_share_sessions_on_a_sentinel_group() {
+    let compose = compose();
+    let mut group = SentinelGroup::start();
+    group.wait_until_failover_is_possible();
+    let keys = generated_keys(&compose);
+    let path = bin_path();
+    let prefix = format!("t{}:", bffgate::tokens::new_id().expect("id"));
+    // A compose service's environment on this machine: the sentinels of the test's group
+    // (same master name), its own port.
+    let env_of = |name: &str, port: u16| {
+        let service = service(&compose, name);
+        let mut env = environment_with_keys(service, keys.path());
+        let file = mounted(service, &env["BFFGATE_CONFIG"]);
+        env.insert("BFFGATE_CONFIG".into(), file.display().to_string());
+        env.insert("BFFGATE_REDIS__NODES".into(), group.nodes().join(","));
+        env.insert("BFFGATE_REDIS__KEY_PREFIX".into(), prefix.clone());
+        env.insert("BFFGATE_LISTEN".into(), format!("127.0.0.1:{port}"));
+        env.insert(
+            "BFFGATE_STATIC_DIR".into(),
+            root().join("static").display().to_string(),
+        );
+        env.insert("PATH".into(), path.clone());
+        env
+    };
+
+    let seed = service(&compose, "sentinel-seed");
+    let mut seed_command = strings(&seed["entrypoint"]);
+    seed_command.extend(
+        strings(&seed["command"])
+            .iter()
+            .map(|c| c.replace("$$", "$")),
+    );
+    let out = Command::new(&seed_command[0])
+        .args(&seed_command[1..])
+        .env_clear()
+        .envs(env_of("sentinel-seed", free_port()))
+        .output()
+        .expect("seed runs");
+    assert!(
+        out.status.success(),
+        "seed failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seed_env = environment(seed);
+
+    let mut bases = Vec::new();
+    let mut processes = Vec::new();
+    for name in SENTINEL_GATEWAYS {
+        let port = free_port();
+        let mut start = strings(&service(&compose, name)["command"]);
+        start.insert(0, BIN.to_owned());
+        processes.push(ChildProcess::spawn(
+            Command::new(&start[0])
+                .args(&start[1..])
+                .env_clear()
+                .envs(env_of(name, port))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            name,
+        ));
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    for (process, base) in processes.iter_mut().zip(&bases) {
+        process.wait_until_http_ok(&format!("{base}/readyz")).await;
+    }
+
+    // Signed in on one, signed in on the other; signed out on the other, out on the first.
+    let client = raw_client();
+    let res = client
+        .post(format!("{}/auth/login", bases[0]))
+        .header("x-csrf", "1")
+        .json(&serde_json::json!({
+            "email": seed_env["DEMO_EMAIL"],
+            "password": seed_env["DEMO_PASSWORD"],
+        }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), 200);
+    let cookie = cookie_header(&set_cookie_value(&res));
+    let session = |base: &str| {
+        client
+            .get(format!("{base}/auth/session"))
+            .header("x-csrf", "1")
+            .header("cookie", cookie.clone())
+            .send()
+    };
+    let res = session(&bases[1]).await.expect("session");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("JSON");
+    assert_eq!(body["user"]["email"], seed_env["DEMO_EMAIL"]);
+    let res = client
+        .post(format!("{}/auth/logout", bases[1]))
+        .header("x-csrf", "1")
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .expect("logout");
+    assert!(res.status().is_success(), "logout: {}", res.status());
+    assert_eq!(session(&bases[0]).await.expect("session").status(), 401);
 }

@@ -2,8 +2,9 @@
 //! Sentinel failover while requests run costs 503s (cookie kept, never a 401) until the
 //! gateway finds the new primary by itself, and sessions continue; a pooled connection to a
 //! primary that was only cut off is not lent once it is back (no stale read); several gateway
-//! instances on one store, plain or Cluster, agree on every rotation and logout, and 10,000
-//! refreshes over many sessions fork no family and revoke none; an authenticated request
+//! instances on one store, plain or Cluster, in process or as separate `bffgate serve`
+//! processes (`common::instances`), agree on every rotation and logout, and 10,000 refreshes
+//! over many sessions fork no family and revoke none; an authenticated request
 //! costs one Redis command on every topology.
 
 use std::{
@@ -11,8 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{topologies::*, *};
-use bffgate::{config::Config, store::FamilyState};
+use crate::common::{instances::ServedInstances, topologies::*, *};
+use bffgate::{
+    clock::{Clock as _, SystemClock},
+    config::Config,
+    store::{FamilyState, Store},
+};
 use reqwest::Method;
 
 const EMAIL: &str = "fran@example.com";
@@ -169,11 +174,26 @@ async fn three_instances(config: Config) -> Vec<TestGateway> {
     ]
 }
 
-/// 1,000 concurrent refreshes of one cookie spread over three instances all succeed with the
-/// same successor (one new generation, no reuse verdict); then a logout on one instance is a
-/// 401 on each other one.
-async fn instances_agree_on_rotation_and_logout(config: Config) {
-    let gws = three_instances(config).await;
+/// The state of the family of `cookie` in `store`, now.
+async fn family_state_in(store: &dyn Store, cookie: &str) -> FamilyState {
+    store
+        .family(&family_of(cookie), SystemClock.now_ms())
+        .await
+        .expect("the store answers")
+}
+
+/// The generation of the live family of `cookie` in `store`.
+async fn generation_in(store: &dyn Store, cookie: &str) -> u64 {
+    match family_state_in(store, cookie).await {
+        FamilyState::Live(info) => info.generation,
+        other => panic!("the family must stay live, it is {other:?}"),
+    }
+}
+
+/// 1,000 concurrent refreshes of one cookie spread over the instances `gws` (on `store`) all
+/// succeed with the same successor (one new generation, no reuse verdict); then a logout on
+/// one instance is a 401 on each other one.
+async fn instances_agree_on_rotation_and_logout(gws: &[impl Instance], store: &dyn Store) {
     let c0 = login_cookie_of(&gws[0], EMAIL).await;
     let client = raw_client();
     let refreshes = (0..1000).map(|i| {
@@ -192,13 +212,13 @@ async fn instances_agree_on_rotation_and_logout(config: Config) {
         successors.insert(open_cookie(&set_cookie_value(&res)).1);
     }
     assert_eq!(successors.len(), 1, "one successor secret for all of them");
-    let c1 = refreshed(&gws[1], &c0).await;
+    let c1 = refreshed(&gws[1 % gws.len()], &c0).await;
     assert_eq!(
-        gws[2].live_generation(&c1).await,
+        generation_in(store, &c1).await,
         1,
         "exactly one new generation"
     );
-    for gw in &gws {
+    for gw in gws {
         assert_eq!(session_status(gw, &c1).await, 200);
     }
 
@@ -208,7 +228,7 @@ async fn instances_agree_on_rotation_and_logout(config: Config) {
         assert_eq!(session_status(gw, &c1).await, 401);
     }
     assert!(matches!(
-        gws[1].family_state(&c1).await,
+        family_state_in(store, &c1).await,
         FamilyState::Revoked { .. }
     ));
 }
@@ -216,7 +236,8 @@ async fn instances_agree_on_rotation_and_logout(config: Config) {
 #[actix_web::test]
 async fn three_instances_on_one_redis_agree_on_every_rotation_and_logout() {
     let redis = TestRedis::new();
-    instances_agree_on_rotation_and_logout(redis.config()).await;
+    let gws = three_instances(redis.config()).await;
+    instances_agree_on_rotation_and_logout(&gws, &*gws[0].store).await;
 }
 
 #[actix_web::test]
@@ -224,15 +245,31 @@ async fn three_instances_on_a_redis_cluster_agree_on_every_rotation_and_logout()
     let cluster = RedisCluster::start();
     let mut config = test_config();
     config.redis = Some(cluster.redis_config("instances:"));
-    instances_agree_on_rotation_and_logout(config).await;
+    let gws = three_instances(config).await;
+    instances_agree_on_rotation_and_logout(&gws, &*gws[0].store).await;
+}
+
+#[actix_web::test]
+async fn three_serve_processes_on_one_redis_agree_on_every_rotation_and_logout() {
+    let redis = TestRedis::new();
+    let served = ServedInstances::start(3, &redis.config(), EMAIL).await;
+    instances_agree_on_rotation_and_logout(&served.instances, &*served.store).await;
+    served.assert_no_event("refresh_token_reuse");
+}
+
+#[actix_web::test]
+async fn three_serve_processes_on_a_redis_cluster_agree_on_every_rotation_and_logout() {
+    let cluster = RedisCluster::start();
+    let mut config = test_config();
+    config.redis = Some(cluster.redis_config("processes:"));
+    let served = ServedInstances::start(3, &config, EMAIL).await;
+    instances_agree_on_rotation_and_logout(&served.instances, &*served.store).await;
+    served.assert_no_event("refresh_token_reuse");
 }
 
 #[tokio::test]
 async fn a_connection_to_a_primary_that_was_cut_off_is_not_lent_once_it_is_back() {
-    use bffgate::{
-        clock::{Clock as _, SystemClock},
-        store::{NewFamily, RevokeOutcome, RevokeReason, Store},
-    };
+    use bffgate::store::{NewFamily, RevokeOutcome, RevokeReason};
     let mut group = SentinelGroup::start();
     group.wait_until_failover_is_possible();
     // This store's pooled connection leads to the primary, and sits idle through the cut.
@@ -284,19 +321,18 @@ async fn a_connection_to_a_primary_that_was_cut_off_is_not_lent_once_it_is_back(
     );
 }
 
-/// 20 sessions refresh 420 times each, round the three instances, every fifth refresh sent
+/// 20 sessions refresh 420 times each, round the instances `gws` (on `store`), every fifth refresh sent
 /// twice at once to two instances (two tabs): 10,080 requests, every one a 200, one
 /// successor per step, and one generation per step at the end.
-async fn many_sessions_never_fork_nor_get_revoked(config: Config) {
+async fn many_sessions_never_fork_nor_get_revoked<I: Instance>(gws: &[I], store: &dyn Store) {
     const SESSIONS: usize = 20;
     const STEPS: usize = 420;
-    let gws = three_instances(config).await;
     let mut cookies = Vec::new();
     for _ in 0..SESSIONS {
         cookies.push(login_cookie_of(&gws[0], EMAIL).await);
     }
     let client = raw_client();
-    let refresh = |gw: &TestGateway, cookie: &str| {
+    let refresh = |gw: &I, cookie: &str| {
         client
             .post(gw.url("/auth/refresh"))
             .header("x-csrf", "1")
@@ -348,7 +384,7 @@ async fn many_sessions_never_fork_nor_get_revoked(config: Config) {
     assert!(total >= 10_000);
     for (cookie, _) in &ends {
         assert_eq!(
-            gws[1].live_generation(cookie).await,
+            generation_in(store, cookie).await,
             STEPS as u64,
             "one generation per step, no fork"
         );
@@ -358,7 +394,28 @@ async fn many_sessions_never_fork_nor_get_revoked(config: Config) {
 #[actix_web::test]
 async fn ten_thousand_refreshes_over_three_instances_fork_no_family_and_revoke_none() {
     let redis = TestRedis::new();
-    many_sessions_never_fork_nor_get_revoked(redis.config()).await;
+    let gws = three_instances(redis.config()).await;
+    many_sessions_never_fork_nor_get_revoked(&gws, &*gws[0].store).await;
+}
+
+#[actix_web::test]
+async fn ten_thousand_refreshes_over_three_serve_processes_on_one_redis_fork_no_family_and_revoke_none(
+) {
+    let redis = TestRedis::new();
+    let served = ServedInstances::start(3, &redis.config(), EMAIL).await;
+    many_sessions_never_fork_nor_get_revoked(&served.instances, &*served.store).await;
+    served.assert_no_event("refresh_token_reuse");
+}
+
+#[actix_web::test]
+async fn ten_thousand_refreshes_over_three_serve_processes_on_a_redis_cluster_fork_no_family_and_revoke_none(
+) {
+    let cluster = RedisCluster::start();
+    let mut config = test_config();
+    config.redis = Some(cluster.redis_config("processes:"));
+    let served = ServedInstances::start(3, &config, EMAIL).await;
+    many_sessions_never_fork_nor_get_revoked(&served.instances, &*served.store).await;
+    served.assert_no_event("refresh_token_reuse");
 }
 
 /// Commands the servers at `ports` processed so far, but for the kinds in `excluded`, read
