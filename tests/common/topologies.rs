@@ -11,7 +11,11 @@ use std::{
     time::Duration,
 };
 
-use super::{free_port, process::ChildProcess};
+use super::{
+    fault::{Fault, FaultProxy},
+    free_port,
+    process::ChildProcess,
+};
 use bffgate::{
     config::{Redacted, RedisConfig, RedisMode},
     store::redis::{RedisStore, Topology},
@@ -180,11 +184,33 @@ pub struct SentinelGroup {
     primary: Option<ChildProcess>,
     _replica: ChildProcess,
     _sentinels: Vec<ChildProcess>,
+    /// The replica's link to the primary, when it runs through a fault proxy.
+    replica_link: Option<FaultProxy>,
     _dir: tempfile::TempDir,
 }
 
 impl SentinelGroup {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A group whose replica replicates through a [`FaultProxy`], so that a test can stop
+    /// replication ([`SentinelGroup::stop_replication`]) and have the primary acknowledge
+    /// writes the replica will never see: a replica that lags, made exact. Its sentinels wait
+    /// 60 s (`failover-timeout`) before they would "fix" the replica's unusual primary address.
+    pub fn start_with_replica_link_through_a_proxy() -> Self {
+        Self::start_with(true)
+    }
+
+    /// From now on the replica receives nothing from the primary; what the primary
+    /// acknowledges after this is lost if it dies.
+    pub fn stop_replication(&self) {
+        if let Some(link) = &self.replica_link {
+            link.set(Fault::BlackHole);
+        }
+    }
+
+    fn start_with(proxied_link: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let sub = |name: &str| {
             let path = dir.path().join(name);
@@ -204,6 +230,10 @@ impl SentinelGroup {
             "redis-server (primary)",
         );
         primary.wait_until_ready_blocking(PATIENCE, ping(&tcp_url(primary_port)));
+        let replica_link =
+            proxied_link.then(|| FaultProxy::start(([127, 0, 0, 1], primary_port).into()));
+        let upstream_port = replica_link.as_ref().map_or(primary_port, |l| l.port);
+        let failover_timeout = if proxied_link { 60_000 } else { 10_000 };
         let replica_port = free_port();
         let mut replica = spawn(
             &sub("replica"),
@@ -212,7 +242,7 @@ impl SentinelGroup {
                 replica_port.to_string(),
                 "--replicaof".into(),
                 "127.0.0.1".into(),
-                primary_port.to_string(),
+                upstream_port.to_string(),
             ],
             "redis-server (replica)",
         );
@@ -234,7 +264,7 @@ impl SentinelGroup {
                     "port {port}\nbind 127.0.0.1\n\
                      sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n\
                      sentinel down-after-milliseconds {MASTER} 1000\n\
-                     sentinel failover-timeout {MASTER} 10000\n\
+                     sentinel failover-timeout {MASTER} {failover_timeout}\n\
                      sentinel parallel-syncs {MASTER} 1\n"
                 ),
             )
@@ -272,6 +302,7 @@ impl SentinelGroup {
             primary: Some(primary),
             _replica: replica,
             _sentinels: sentinels,
+            replica_link,
             _dir: dir,
         }
     }
