@@ -147,6 +147,17 @@ impl TlsRedis {
     }
 
     /// A store on this server, trusting the test's CA.
+    /// The gateway's `[redis]` section for this server: its `rediss://` URL with the ACL user
+    /// and password, and the CA file.
+    pub fn redis_config(&self, prefix: &str) -> RedisConfig {
+        RedisConfig {
+            url: Redacted::new(&self.url()),
+            tls_ca_file: Some(self.ca_file.clone()),
+            key_prefix: prefix.to_owned(),
+            ..RedisConfig::default()
+        }
+    }
+
     pub fn store(&self, prefix: &str) -> RedisStore {
         let topology = Topology::Standalone { url: self.url() };
         RedisStore::open(

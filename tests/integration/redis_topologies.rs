@@ -250,6 +250,24 @@ async fn three_instances_on_a_redis_cluster_agree_on_every_rotation_and_logout()
 }
 
 #[actix_web::test]
+async fn three_instances_on_a_tls_redis_with_an_acl_user_agree_on_every_rotation_and_logout() {
+    let redis = TlsRedis::start();
+    let mut config = test_config();
+    config.redis = Some(redis.redis_config("instances:"));
+    let gws = three_instances(config).await;
+    instances_agree_on_rotation_and_logout(&gws, &*gws[0].store).await;
+}
+
+#[actix_web::test]
+async fn three_instances_on_a_sentinel_group_agree_on_every_rotation_and_logout() {
+    let group = SentinelGroup::start();
+    let mut config = test_config();
+    config.redis = Some(group.redis_config("instances:"));
+    let gws = three_instances(config).await;
+    instances_agree_on_rotation_and_logout(&gws, &*gws[0].store).await;
+}
+
+#[actix_web::test]
 async fn three_serve_processes_on_one_redis_agree_on_every_rotation_and_logout() {
     let redis = TestRedis::new();
     let served = ServedInstances::start(3, &redis.config(), EMAIL).await;
