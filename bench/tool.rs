@@ -8,6 +8,10 @@
 //!   time on one keep-alive connection, as a load balancer's health check would, and prints
 //!   the p50, p99 and maximum latency in ms. (`wrk` cannot hold a rate: as a probe it would
 //!   itself take a core from the load it observes.)
+//! - `revocation A_URL B_URL EMAIL PASSWORD N`: N times, signs in on instance A, has
+//!   instance B answer the session twice (the second from memory when B tracks liveness),
+//!   logs out on A, and asks B until it answers 401; prints the p50, p99 and maximum time
+//!   from A's logout answer to B's 401 in ms, and how many were a 401 at the first request.
 
 use std::{sync::Arc, time::Instant};
 
@@ -127,6 +131,74 @@ async fn probe(url: &str, seconds: u64, rate: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The session cookie (`name=value`) an answer sets.
+fn set_cookie(res: &reqwest::Response) -> Result<String, String> {
+    res.headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+        .ok_or_else(|| "no cookie set".to_owned())
+}
+
+async fn revocation(a: &str, b: &str, email: &str, password: &str, n: usize) -> Result<(), String> {
+    let client = reqwest::Client::new();
+    let e = |e: reqwest::Error| e.to_string();
+    let session_status = |cookie: &str| {
+        client
+            .get(format!("{b}/auth/session"))
+            .header("cookie", cookie)
+            .send()
+    };
+    let mut delays = Vec::with_capacity(n);
+    let mut first = 0;
+    for _ in 0..n {
+        let login = client
+            .post(format!("{a}/auth/login"))
+            .header("x-csrf", "1")
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .map_err(e)?;
+        if !login.status().is_success() {
+            return Err(format!("login answered {}", login.status()));
+        }
+        let cookie = set_cookie(&login)?;
+        for _ in 0..2 {
+            let status = session_status(&cookie).await.map_err(e)?.status();
+            if status != 200 {
+                return Err(format!("B answered {status} to a live session"));
+            }
+        }
+        let logout = client
+            .post(format!("{a}/auth/logout"))
+            .header("x-csrf", "1")
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .map_err(e)?;
+        let answered = Instant::now();
+        if !logout.status().is_success() {
+            return Err(format!("logout answered {}", logout.status()));
+        }
+        let mut requests = 0;
+        loop {
+            requests += 1;
+            match session_status(&cookie).await.map_err(e)?.status().as_u16() {
+                401 => break,
+                200 if answered.elapsed().as_secs() < 5 => {}
+                status => return Err(format!("B answered {status} after the logout")),
+            }
+        }
+        delays.push(answered.elapsed().as_secs_f64() * 1000.0);
+        first += usize::from(requests == 1);
+    }
+    delays.sort_by(f64::total_cmp);
+    let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
+    println!("{:.3} {:.3} {:.3} {first}", at(0.5), at(0.99), at(1.0));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -148,8 +220,13 @@ async fn main() -> std::process::ExitCode {
             (Ok(seconds), Ok(rate)) => probe(url, seconds, rate).await,
             _ => Err("probe URL SECONDS RATE".into()),
         },
+        ["revocation", a, b, email, password, n] => match n.parse() {
+            Ok(n) if n > 0 => revocation(a, b, email, password, n).await,
+            _ => Err("revocation A_URL B_URL EMAIL PASSWORD N".into()),
+        },
         _ => Err(
-            "usage: bench-tool argon2 N | fill REDIS_URL[,NODE...] PREFIX N | probe URL SECONDS RATE"
+            "usage: bench-tool argon2 N | fill REDIS_URL[,NODE...] PREFIX N | probe URL SECONDS RATE \
+             | revocation A_URL B_URL EMAIL PASSWORD N"
                 .into(),
         ),
     };

@@ -256,6 +256,9 @@ pub struct RedisConfig {
     /// Bound on connecting, waiting for a pooled connection, and each command.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Keep each family's liveness in memory while Redis reports every change to it
+    /// (RESP3 client tracking); `false`: ask Redis on every request.
+    pub track_liveness: bool,
 }
 
 impl RedisConfig {
@@ -397,6 +400,7 @@ impl Default for RedisConfig {
             key_prefix: "bffgate:".into(),
             pool_size: 16,
             timeout: Duration::from_secs(2),
+            track_liveness: true,
         }
     }
 }

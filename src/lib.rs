@@ -95,16 +95,19 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, BuildError> {
                 })?),
                 None => None,
             };
-            Ok(Arc::new(
-                RedisStore::open(
-                    &topology,
-                    ca_pem.as_deref(),
-                    &redis.key_prefix,
-                    redis.pool_size,
-                    redis.timeout,
-                )
-                .map_err(|e| BuildError::Setup(e.to_string()))?,
-            ))
+            let store = RedisStore::open(
+                &topology,
+                ca_pem.as_deref(),
+                &redis.key_prefix,
+                redis.pool_size,
+                redis.timeout,
+            )
+            .map_err(|e| BuildError::Setup(e.to_string()))?;
+            Ok(Arc::new(if redis.track_liveness {
+                store
+            } else {
+                store.without_liveness_tracking()
+            }))
         }
         None => Ok(Arc::new(MemoryStore::new())),
     }

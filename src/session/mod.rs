@@ -212,8 +212,12 @@ impl Sessions {
         clock: Arc<dyn Clock>,
         settings: SessionSettings,
     ) -> Self {
+        let streams = Streams::new(settings.max_streams);
+        if let Some(changes) = store.family_changes() {
+            streams.follow(changes);
+        }
         Self {
-            streams: Streams::new(settings.max_streams),
+            streams,
             store,
             passwords,
             signer,

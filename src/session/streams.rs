@@ -51,6 +51,9 @@ struct Entry {
     counted: usize,
     /// `true` once the session is over; every watch of the family sees it.
     ended: watch::Sender<bool>,
+    /// Counts the changes the store reported for the family: each makes its watches
+    /// re-check at once.
+    changed: watch::Sender<u64>,
 }
 
 /// The process's open streams, by family.
@@ -89,7 +92,7 @@ impl Streams {
         family_id: &str,
         user_id: &str,
         limit: Limit,
-    ) -> Result<(Ticket, watch::Receiver<bool>), TooManyStreams> {
+    ) -> Result<(Ticket, watch::Receiver<bool>, watch::Receiver<u64>), TooManyStreams> {
         let mut families = self.families();
         let entry = families
             .entry(family_id.to_owned())
@@ -98,6 +101,7 @@ impl Streams {
                 open: 0,
                 counted: 0,
                 ended: watch::channel(false).0,
+                changed: watch::channel(0).0,
             });
         if limit == Limit::Counted {
             if entry.counted >= self.max_per_session {
@@ -110,6 +114,7 @@ impl Streams {
         }
         entry.open += 1;
         let ended = entry.ended.subscribe();
+        let changed = entry.changed.subscribe();
         Ok((
             Ticket {
                 streams: Arc::clone(self),
@@ -117,6 +122,7 @@ impl Streams {
                 limit,
             },
             ended,
+            changed,
         ))
     }
 
@@ -124,6 +130,51 @@ impl Streams {
     pub fn end_family(&self, family_id: &str) {
         if let Some(entry) = self.families().get(family_id) {
             entry.ended.send_replace(true);
+        }
+    }
+
+    /// The store reported a change to the family (another instance revoked or rotated it):
+    /// its open streams re-check their session now.
+    pub fn family_changed(&self, family_id: &str) {
+        if let Some(entry) = self.families().get(family_id) {
+            entry.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Changes were missed: every open stream re-checks its session now.
+    pub fn all_changed(&self) {
+        for entry in self.families().values() {
+            entry.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Re-checks the open streams of every family the store reports changed, on a thread of
+    /// its own, until the store stops reporting.
+    pub fn follow(self: &Arc<Self>, mut changes: tokio::sync::broadcast::Receiver<String>) {
+        use tokio::sync::broadcast::error::RecvError;
+        let streams = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("bffgate-stream-changes".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    loop {
+                        let change = changes.recv().await;
+                        let Some(streams) = streams.upgrade() else {
+                            return;
+                        };
+                        match change {
+                            Ok(family_id) => streams.family_changed(&family_id),
+                            Err(RecvError::Lagged(_)) => streams.all_changed(),
+                            Err(RecvError::Closed) => return,
+                        }
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "open streams will re-check their sessions on their timer only");
         }
     }
 
@@ -166,6 +217,7 @@ fn millis(ms: Millis) -> Duration {
 pub struct StreamWatch {
     _ticket: Ticket,
     ended: watch::Receiver<bool>,
+    changed: watch::Receiver<u64>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     family_id: String,
@@ -194,10 +246,11 @@ impl StreamWatch {
         limit: Limit,
     ) -> Result<Self, TooManyStreams> {
         let (family_id, user_id) = (&auth.session.id, &auth.user.id);
-        let (ticket, ended) = streams.open(family_id, user_id, limit)?;
+        let (ticket, ended, changed) = streams.open(family_id, user_id, limit)?;
         Ok(Self {
             _ticket: ticket,
             ended,
+            changed,
             store,
             clock,
             family_id: family_id.clone(),
@@ -221,6 +274,11 @@ impl StreamWatch {
             }
             tokio::select! {
                 changed = self.ended.changed(), if signalled => signalled = changed.is_ok(),
+                Ok(()) = self.changed.changed() => {
+                    if !self.is_live().await {
+                        return;
+                    }
+                }
                 () = tokio::time::sleep(next) => {
                     if !self.is_live().await {
                         return;

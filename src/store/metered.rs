@@ -68,6 +68,14 @@ impl Store for Metered {
         timed("family_liveness", self.0.family_liveness(id, now)).await
     }
 
+    fn tracks_liveness(&self) -> bool {
+        self.0.tracks_liveness()
+    }
+
+    fn family_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        self.0.family_changes()
+    }
+
     async fn rotate(&self, request: &RotateRequest) -> Result<RotateOutcome, StoreError> {
         timed("rotate", self.0.rotate(request)).await
     }

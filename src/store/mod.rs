@@ -262,6 +262,17 @@ pub trait Store: Send + Sync + 'static {
     async fn family_liveness(&self, id: &str, now: Millis) -> Result<Liveness, StoreError> {
         Ok(self.family(id, now).await?.into())
     }
+    /// Whether [`Store::family_liveness`] is answered in memory now, because the backend
+    /// reports every change to a family (Redis client tracking). Families a store keeps
+    /// itself (memory) are always current.
+    fn tracks_liveness(&self) -> bool {
+        false
+    }
+    /// The ids of families whose records changed, as the backend reports them (Redis client
+    /// tracking); `None` when it reports nothing. Open streams re-check their session on it.
+    fn family_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
     /// Rotates atomically (one round trip); see [`RotateOutcome`].
     async fn rotate(&self, request: &RotateRequest) -> Result<RotateOutcome, StoreError>;
     /// Marks a live family revoked, keeping it as a tombstone until it expires (one round

@@ -13,6 +13,7 @@ mod cli;
 mod demo_api;
 mod deploy;
 mod http_auth;
+mod liveness_tracking;
 mod lost_writes;
 mod operations;
 mod properties;

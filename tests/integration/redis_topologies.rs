@@ -483,10 +483,22 @@ async fn commands_per_request(
     ports: &[u16],
     excluded: &'static [&'static str],
 ) -> f64 {
+    let tracked = config.redis.as_ref().is_some_and(|r| r.track_liveness);
     let gw = TestGateway::start(config, EMAIL).await;
     let cookie = login_cookie_of(&gw, EMAIL).await;
     for _ in 0..10 {
         assert_eq!(session_status(&gw, &cookie).await, 200);
+    }
+    if tracked {
+        eventually("liveness tracking", Duration::from_secs(10), || async {
+            gw.store.tracks_liveness()
+        })
+        .await;
+        assert_eq!(
+            session_status(&gw, &cookie).await,
+            200,
+            "read once, tracked"
+        );
     }
     let mut count = CommandCount::of(ports, excluded);
     let before = count.total();
@@ -502,17 +514,25 @@ async fn commands_per_request(
     (after - before - reads) as f64 / 200.0
 }
 
-#[actix_web::test]
-async fn an_authenticated_request_costs_one_redis_command_on_every_topology() {
+/// Redis commands per authenticated request on one server, a Sentinel group and a Cluster,
+/// with liveness tracking on or off.
+async fn commands_per_request_on_every_topology(track_liveness: bool) -> [(&'static str, f64); 3] {
     let plain = RedisServer::start();
     let mut config = with_redis(test_config(), &plain.url(), "cost:");
-    let standalone = commands_per_request(config.clone(), &[plain.port], &[]).await;
+    let redis = |mut r: bffgate::config::RedisConfig| {
+        r.track_liveness = track_liveness;
+        Some(r)
+    };
+    config.redis = redis(config.redis.clone().expect("redis"));
+    // The tracking connection's heartbeat (ROLE) and set-up (HELLO, CLIENT) are not requests'.
+    let tracking: &[&str] = &["role", "client", "hello"];
+    let standalone = commands_per_request(config.clone(), &[plain.port], tracking).await;
 
     // The sentinels and the replica talk to the primary on their own (PING, INFO, PUBLISH,
     // REPLCONF…): those kinds are not counted; the standalone count covers a PING per
     // checkout, which takes the same path.
     let group = SentinelGroup::start();
-    config.redis = Some(group.redis_config("cost:"));
+    config.redis = redis(group.redis_config("cost:"));
     let background = &[
         "ping",
         "info",
@@ -521,23 +541,38 @@ async fn an_authenticated_request_costs_one_redis_command_on_every_topology() {
         "client",
         "subscribe",
         "role",
+        "hello",
     ];
     let sentinel = commands_per_request(config.clone(), &[group.primary_port], background).await;
 
     let cluster = RedisCluster::start();
-    config.redis = Some(cluster.redis_config("cost:"));
-    let clustered = commands_per_request(config, &cluster.ports, &[]).await;
-
-    println!(
-        "Redis commands per authenticated request: standalone {standalone:.2}, \
-         sentinel {sentinel:.2}, cluster {clustered:.2}"
-    );
-    for (mode, cost) in [
+    config.redis = redis(cluster.redis_config("cost:"));
+    let tracking_cluster: &[&str] = &["role", "client", "hello", "cluster"];
+    let clustered = commands_per_request(config, &cluster.ports, tracking_cluster).await;
+    [
         ("standalone", standalone),
         ("sentinel", sentinel),
         ("cluster", clustered),
-    ] {
+    ]
+}
+
+#[actix_web::test]
+async fn an_authenticated_request_costs_one_redis_command_on_every_topology_without_tracking() {
+    let costs = commands_per_request_on_every_topology(false).await;
+    println!("Redis commands per authenticated request, untracked: {costs:?}");
+    for (mode, cost) in costs {
         assert!(cost <= 1.0, "{mode}: {cost} commands per request");
+    }
+}
+
+#[actix_web::test]
+async fn an_authenticated_request_of_a_tracked_family_costs_no_redis_command_on_every_topology() {
+    let costs = commands_per_request_on_every_topology(true).await;
+    println!("Redis commands per authenticated request, tracked: {costs:?}");
+    for (mode, cost) in costs {
+        // A pooled connection idle for over a second is checked (PING) when lent, whatever
+        // the request then needs: at most a few in 200 requests.
+        assert!(cost <= 0.05, "{mode}: {cost} commands per request");
     }
 }
 

@@ -147,7 +147,25 @@ async fn fault_costs_503s_and_the_session_continues(fault: Fault, prefix: &str) 
         assert_ne!(status, 401);
     }
 
+    // Liveness tracking: a cached answer may outlive the fault until tracking notices it
+    // (at once when connections close, within one heartbeat and its timeout when they go
+    // silent); from then on every request asks Redis.
+    eventually("liveness tracking", RECOVERY, || async {
+        s.gw.store.tracks_liveness()
+    })
+    .await;
     s.proxy.set(fault);
+    let faulted = Instant::now();
+    eventually("tracking to notice the fault", RECOVERY, || async {
+        !s.gw.store.tracks_liveness()
+    })
+    .await;
+    let noticed = faulted.elapsed();
+    println!("{fault:?}: liveness tracking off {noticed:?} after the fault");
+    assert!(
+        noticed <= bffgate::store::redis::STALE_AT_MOST + SLACK,
+        "{fault:?}: the cache answered for {noticed:?}"
+    );
     let mut slowest = Duration::ZERO;
     // Twice each: the first meets the fault on a pooled connection, the second on whatever
     // the pool makes of it (checks, new connections).

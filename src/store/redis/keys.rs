@@ -34,6 +34,11 @@ impl Keys {
         &self.prefix
     }
 
+    /// What every family key starts with (the tracking prefix).
+    pub(super) fn families_prefix(&self) -> String {
+        format!("{}fam:", self.prefix)
+    }
+
     pub(super) fn family(&self, fid: &str) -> String {
         format!("{}fam:{{{fid}}}", self.prefix)
     }

@@ -7,8 +7,9 @@
 mod keys;
 mod pool;
 mod records;
+mod tracking;
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, Script};
@@ -20,13 +21,18 @@ use super::{
 use crate::clock::Millis;
 use keys::Keys;
 pub use pool::Topology;
-use pool::{unavailable, Conn, Pools};
+use pool::{unavailable, Conn, Pools, Source};
 use records::{corrupt, FAMILY_FIELDS, LIVENESS_FIELDS};
+use tracking::LivenessCache;
+pub use tracking::STALE_AT_MOST;
 
 /// Users and families in Redis.
 pub struct RedisStore {
     pools: Pools,
     keys: Keys,
+    /// What the tracking connections are opened from (RESP3), and the cache they keep
+    /// true; `None` when the per-request check must always ask Redis.
+    liveness: Option<(Arc<Source>, Arc<LivenessCache>)>,
     rotate: Script,
     revoke: Script,
     throttle_reserve: Script,
@@ -65,14 +71,39 @@ impl RedisStore {
         pool_size: usize,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
+        let tracking = Source::open(topology, ca_pem, timeout, redis::ProtocolVersion::RESP3)?;
         Ok(Self {
             pools: Pools::new(topology, ca_pem, pool_size, timeout)?,
             keys: Keys::new(prefix),
+            liveness: Some((Arc::new(tracking), Arc::new(LivenessCache::new()))),
             rotate: Script::new(include_str!("../lua/rotate_family.lua")),
             revoke: Script::new(include_str!("../lua/revoke_family.lua")),
             throttle_reserve: Script::new(include_str!("../lua/throttle_reserve.lua")),
             throttle_refund: Script::new(include_str!("../lua/throttle_refund.lua")),
         })
+    }
+
+    /// Checks every family in Redis on every request (`redis.track_liveness = false`): no
+    /// tracking connections, no cache.
+    pub fn without_liveness_tracking(mut self) -> Self {
+        self.liveness = None;
+        self
+    }
+
+    /// Whether this store is told of family changes now (its per-request check is then
+    /// answered in memory for families it has read).
+    pub fn is_tracking_liveness(&self) -> bool {
+        self.liveness
+            .as_ref()
+            .is_some_and(|(_, cache)| cache.is_tracking())
+    }
+
+    /// Forgets what this instance read of family `id`: it is about to change (its own
+    /// writes are read back at once, without waiting for Redis's invalidation).
+    fn changed(&self, id: &str) {
+        if let Some((_, cache)) = &self.liveness {
+            cache.invalidate(id);
+        }
     }
 
     async fn conn(&self) -> Result<Conn, StoreError> {
@@ -249,6 +280,7 @@ impl Store for RedisStore {
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)?;
+        self.changed(&f.id);
         // The per-user index lives in another slot (a second command, not atomic with the
         // first). The family first: the cookie is issued only once both writes succeeded, so
         // a family that never reached the index (a failure or crash in between) was never
@@ -275,6 +307,16 @@ impl Store for RedisStore {
     }
 
     async fn family_liveness(&self, id: &str, now: Millis) -> Result<Liveness, StoreError> {
+        let ticket = match &self.liveness {
+            Some((source, cache)) => {
+                cache.start(Arc::clone(source), self.keys.families_prefix());
+                match cache.get(id) {
+                    Ok(row) => return records::family_liveness(row, now),
+                    Err(ticket) => Some((cache, ticket)),
+                }
+            }
+            None => None,
+        };
         let row: records::LivenessRow = self
             .pools
             .read(
@@ -283,13 +325,24 @@ impl Store for RedisStore {
                     .arg(&LIVENESS_FIELDS[..]),
             )
             .await?;
+        if let Some((cache, ticket)) = ticket {
+            cache.put(id, row.clone(), ticket);
+        }
         records::family_liveness(row, now)
+    }
+
+    fn tracks_liveness(&self) -> bool {
+        self.is_tracking_liveness()
+    }
+
+    fn family_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        self.liveness.as_ref().map(|(_, cache)| cache.changes())
     }
 
     async fn rotate(&self, r: &RotateRequest) -> Result<RotateOutcome, StoreError> {
         let mut conn = self.conn().await?;
         // EVALSHA; redis-rs loads the script and repeats only on NOSCRIPT, when it did not run.
-        let reply: Vec<String> = self
+        let reply: Result<Vec<String>, _> = self
             .rotate
             .key(self.keys.family(&r.family_id))
             .key(self.keys.next(&r.family_id))
@@ -306,8 +359,9 @@ impl Store for RedisStore {
             )
             .arg(r.previous_hash.as_deref().unwrap_or_default())
             .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .await;
+        self.changed(&r.family_id);
+        let reply = reply.map_err(unavailable)?;
         rotate_outcome(&reply)
     }
 
@@ -318,16 +372,16 @@ impl Store for RedisStore {
         now: Millis,
     ) -> Result<RevokeOutcome, StoreError> {
         let mut conn = self.conn().await?;
-        let reply: String = self
+        let reply: Result<String, _> = self
             .revoke
             .key(self.keys.family(id))
             .key(self.keys.next(id))
             .arg(reason.as_str())
             .arg(now)
             .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        revoke_outcome(&reply)
+            .await;
+        self.changed(id);
+        revoke_outcome(&reply.map_err(unavailable)?)
     }
 
     async fn user_families(

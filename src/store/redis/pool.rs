@@ -23,8 +23,9 @@ use deadpool_redis::{
         cluster::{ClusterClient, ClusterClientBuilder},
         cluster_async::ClusterConnection,
         sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
-        AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, FromRedisValue, IntoConnectionInfo,
-        Pipeline, RedisError, RedisFuture, ServerErrorKind, TlsCertificates, TlsMode, Value,
+        AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue,
+        IntoConnectionInfo, Pipeline, ProtocolVersion, RedisError, RedisFuture, ServerErrorKind,
+        TlsCertificates, TlsMode, Value,
     },
     Runtime,
 };
@@ -56,7 +57,7 @@ struct Lender {
 }
 
 /// What new connections are opened from.
-enum Source {
+pub(super) enum Source {
     /// One server: `redis://`, `rediss://` (TLS), `unix://`.
     Server(redis::Client),
     /// The primary the sentinels name. Asked at each new connection only (not per request):
@@ -65,8 +66,13 @@ enum Source {
     /// `&mut`; it is held while connecting, which happens rarely.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
     /// A Redis Cluster: each connection routes every command to the node of its key's slot
-    /// and follows `MOVED`/`ASK` itself.
-    Cluster(ClusterClient),
+    /// and follows `MOVED`/`ASK` itself. Beside it, what a connection to one of its nodes
+    /// is opened with (the first seed's credentials and protocol, the CA).
+    Cluster {
+        client: ClusterClient,
+        node: Box<ConnectionInfo>,
+        certificates: Option<TlsCertificates>,
+    },
 }
 
 /// A connection of either kind; both are multiplexed.
@@ -159,7 +165,9 @@ impl Lender {
                         .await?,
                 )
             }
-            Source::Cluster(client) => Connection::Cluster(client.get_async_connection().await?),
+            Source::Cluster { client, .. } => {
+                Connection::Cluster(client.get_async_connection().await?)
+            }
         };
         Ok(Pooled {
             conn,
@@ -267,10 +275,12 @@ fn invalid(key: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Source {
-    fn open(
+    /// Where connections speaking `protocol` are opened from.
+    pub(super) fn open(
         topology: &Topology,
         ca_pem: Option<&[u8]>,
         timeout: Duration,
+        protocol: ProtocolVersion,
     ) -> Result<Self, StoreError> {
         // The redis crate builds its rustls configuration with the process's default
         // provider; the gateway's is aws-lc-rs (as for the upstream client).
@@ -281,11 +291,17 @@ impl Source {
         };
         match topology {
             Topology::Standalone { url } => {
+                let info = with_protocol(
+                    url.as_str()
+                        .into_connection_info()
+                        .map_err(|e| invalid("redis.url", e))?,
+                    protocol,
+                );
                 let client = match ca_pem {
                     Some(_) if url.starts_with("rediss://") => {
-                        redis::Client::build_with_tls(url.as_str(), certificates())
+                        redis::Client::build_with_tls(info, certificates())
                     }
-                    _ => redis::Client::open(url.as_str()),
+                    _ => redis::Client::open(info),
                 };
                 client
                     .map(Self::Server)
@@ -308,7 +324,8 @@ impl Source {
                     SentinelServerType::Master,
                 )
                 .map_err(|e| invalid("redis.nodes", e))?
-                .set_client_to_redis_db(settings.db());
+                .set_client_to_redis_db(settings.db())
+                .set_client_to_redis_protocol(protocol);
                 if let Some(user) = settings.username() {
                     builder = builder
                         .set_client_to_redis_username(user)
@@ -333,16 +350,87 @@ impl Source {
                 Ok(Self::Sentinel(tokio::sync::Mutex::new(client)))
             }
             Topology::Cluster { nodes } => {
+                let node = nodes
+                    .first()
+                    .ok_or_else(|| invalid("redis.nodes", "no node"))?
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| invalid("redis.nodes", e))?;
                 let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
                     .connection_timeout(timeout)
-                    .response_timeout(timeout);
+                    .response_timeout(timeout)
+                    .use_protocol(protocol);
                 if ca_pem.is_some() {
                     builder = builder.certs(certificates());
                 }
-                builder
-                    .build()
-                    .map(Self::Cluster)
-                    .map_err(|e| invalid("redis.nodes", e))
+                let client = builder.build().map_err(|e| invalid("redis.nodes", e))?;
+                Ok(Self::Cluster {
+                    client,
+                    node: Box::new(with_protocol(node, protocol)),
+                    certificates: ca_pem.map(|_| certificates()),
+                })
+            }
+        }
+    }
+}
+
+fn with_protocol(info: ConnectionInfo, protocol: ProtocolVersion) -> ConnectionInfo {
+    let settings = info.redis_settings().clone().set_protocol(protocol);
+    info.set_redis_settings(settings)
+}
+
+impl Source {
+    /// A client of each primary that holds keys: the server, the primary the sentinels name
+    /// now, or every primary of the Cluster (from `CLUSTER SLOTS`).
+    pub(super) async fn primaries(&self) -> Result<Vec<redis::Client>, RedisError> {
+        match self {
+            Self::Server(client) => Ok(vec![client.clone()]),
+            Self::Sentinel(sentinel) => Ok(vec![sentinel.lock().await.async_get_client().await?]),
+            Self::Cluster {
+                client,
+                node,
+                certificates,
+            } => {
+                let mut conn = client.get_async_connection().await?;
+                let slots: Vec<Vec<Value>> = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut conn)
+                    .await?;
+                let mut primaries: Vec<(String, u16)> = slots
+                    .iter()
+                    .filter_map(|range| match range.get(2)? {
+                        Value::Array(primary) => Some((
+                            redis::from_redis_value_ref(primary.first()?).ok()?,
+                            redis::from_redis_value_ref(primary.get(1)?).ok()?,
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                primaries.sort();
+                primaries.dedup();
+                primaries
+                    .into_iter()
+                    .map(|(host, port)| {
+                        let addr = match node.addr() {
+                            &ConnectionAddr::TcpTls {
+                                insecure,
+                                ref tls_params,
+                                ..
+                            } => ConnectionAddr::TcpTls {
+                                host,
+                                port,
+                                insecure,
+                                tls_params: tls_params.clone(),
+                            },
+                            _ => ConnectionAddr::Tcp(host, port),
+                        };
+                        let info = (**node).clone().set_addr(addr);
+                        match certificates {
+                            Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+                            None => redis::Client::open(info),
+                        }
+                    })
+                    .collect()
             }
         }
     }
@@ -373,7 +461,7 @@ impl Pools {
         timeout: Duration,
     ) -> Result<Self, StoreError> {
         // A malformed URL is a configuration error, reported now rather than per request.
-        let source = Source::open(topology, ca_pem, timeout)?;
+        let source = Source::open(topology, ca_pem, timeout, ProtocolVersion::RESP2)?;
         let pools = Self {
             pools: RwLock::default(),
             failures: Arc::default(),
@@ -390,7 +478,7 @@ impl Pools {
 
     /// Whether commands of one pipeline may have to go to different nodes.
     pub(super) fn is_cluster(&self) -> bool {
-        matches!(*self.source, Source::Cluster(_))
+        matches!(*self.source, Source::Cluster { .. })
     }
 
     fn new_pool(&self) -> Result<Pool, StoreError> {

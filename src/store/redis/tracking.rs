@@ -1,0 +1,400 @@
+//! The per-request family check without a round trip (DESIGN.md §5): each instance keeps
+//! what it read of a family's liveness in memory, and Redis tells every instance when a
+//! family key changes (server-assisted client-side caching: RESP3 `CLIENT TRACKING ON BCAST
+//! PREFIX <prefix>fam:` on one connection to each primary that holds family keys).
+//!
+//! The cache answers only while tracking is known to work. A tracker thread (its own
+//! runtime, so no actix worker carries it) holds the tracking connections and checks each
+//! with `ROLE` every [`HEARTBEAT`]: a connection that closes, does not answer within
+//! [`HEARTBEAT_TIMEOUT`], or whose server is no longer a primary ends tracking at once —
+//! the cache is emptied and every check goes to Redis again (one round trip, as before)
+//! until tracking is back. So an entry is never older than the last invalidation Redis sent,
+//! and in a partition that keeps connections open but silent, never older than
+//! `HEARTBEAT + HEARTBEAT_TIMEOUT`.
+//!
+//! A read that raced an invalidation is not cached: each shard of the cache counts its
+//! invalidations, a read takes a [`Ticket`] (the count, and the tracking epoch) before it
+//! is sent, and its answer is kept only if neither moved meanwhile. Writes by this instance
+//! invalidate its own entries at once (read your own writes without waiting for the push).
+//!
+//! Every invalidated family id is also broadcast ([`LivenessCache::changes`]) so that open
+//! streams of that family re-check their session at once.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError, Weak,
+    },
+    time::Duration,
+};
+
+use deadpool_redis::redis::{self, AsyncConnectionConfig, PushKind, RedisError, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{pool::Source, records::LivenessRow};
+
+const HEARTBEAT_MS: u64 = 200;
+const HEARTBEAT_TIMEOUT_MS: u64 = 300;
+/// How often each tracking connection is asked whether it still leads to a primary.
+pub const HEARTBEAT: Duration = Duration::from_millis(HEARTBEAT_MS);
+/// How long an answer to the heartbeat may take.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(HEARTBEAT_TIMEOUT_MS);
+/// The longest a cached answer can outlive a change Redis could not report (a partition
+/// that keeps the connections open but silent): one heartbeat and its timeout.
+pub const STALE_AT_MOST: Duration = Duration::from_millis(HEARTBEAT_MS + HEARTBEAT_TIMEOUT_MS);
+/// Wait before tracking is tried again after it ended or could not start.
+const RETRY: Duration = Duration::from_millis(250);
+/// Shards of the cache (a lock each).
+const SHARDS: usize = 64;
+/// Families kept per shard; past it, an arbitrary entry makes room.
+const SHARD_CAPACITY: usize = 4096;
+
+#[derive(Default)]
+struct Shard {
+    rows: HashMap<String, LivenessRow>,
+    /// Invalidations seen by this shard.
+    invalidations: u64,
+}
+
+/// Proof that a read started while tracking worked, and what had been invalidated by then.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ticket {
+    shard: usize,
+    invalidations: u64,
+    epoch: u64,
+}
+
+/// Families' liveness as last read, while Redis reports every change.
+pub(super) struct LivenessCache {
+    shards: Vec<Mutex<Shard>>,
+    /// Even: tracking is down (the cache answers nothing); odd: up. Every change adds one.
+    epoch: AtomicU64,
+    changes: broadcast::Sender<String>,
+    started: std::sync::Once,
+}
+
+impl std::fmt::Debug for LivenessCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LivenessCache")
+            .field("tracking", &self.is_tracking())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LivenessCache {
+    pub(super) fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            epoch: AtomicU64::new(0),
+            changes: broadcast::channel(1024).0,
+            started: std::sync::Once::new(),
+        }
+    }
+
+    fn shard_of(id: &str) -> usize {
+        // FNV-1a: cheap, and family ids are random already.
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (hash % SHARDS as u64) as usize
+    }
+
+    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether invalidations are flowing now.
+    pub(super) fn is_tracking(&self) -> bool {
+        self.epoch.load(Ordering::Acquire) % 2 == 1
+    }
+
+    /// The cached row of family `id`, or a ticket for reading it from Redis.
+    pub(super) fn get(&self, id: &str) -> Result<LivenessRow, Ticket> {
+        let shard = Self::shard_of(id);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let guard = self.lock(shard);
+        if epoch % 2 == 1 {
+            if let Some(row) = guard.rows.get(id) {
+                return Ok(row.clone());
+            }
+        }
+        Err(Ticket {
+            shard,
+            invalidations: guard.invalidations,
+            epoch,
+        })
+    }
+
+    /// Keeps `row`, read from Redis under `ticket`, unless tracking changed or the shard saw
+    /// an invalidation since the ticket was taken.
+    pub(super) fn put(&self, id: &str, row: LivenessRow, ticket: Ticket) {
+        let mut guard = self.lock(ticket.shard);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if epoch != ticket.epoch
+            || epoch.is_multiple_of(2)
+            || guard.invalidations != ticket.invalidations
+        {
+            return;
+        }
+        if guard.rows.len() >= SHARD_CAPACITY {
+            if let Some(victim) = guard.rows.keys().next().cloned() {
+                guard.rows.remove(&victim);
+            }
+        }
+        guard.rows.insert(id.to_owned(), row);
+    }
+
+    /// Forgets family `id` (it changed, or this instance is about to change it).
+    pub(super) fn invalidate(&self, id: &str) {
+        let shard = Self::shard_of(id);
+        {
+            let mut guard = self.lock(shard);
+            guard.invalidations += 1;
+            guard.rows.remove(id);
+        }
+        let _ = self.changes.send(id.to_owned());
+    }
+
+    /// Tracking started (`true`) or ended: a new epoch, and an empty cache either way.
+    fn set_tracking(&self, up: bool) {
+        if self.is_tracking() == up {
+            return;
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for shard in 0..SHARDS {
+            let mut guard = self.lock(shard);
+            guard.invalidations += 1;
+            guard.rows.clear();
+        }
+        if !up {
+            tracing::warn!(
+                event = "liveness_tracking_lost",
+                "family invalidations from Redis stopped; every request checks its family in Redis until they are back"
+            );
+        } else {
+            tracing::info!(
+                "family invalidations from Redis are flowing; live families are checked in memory"
+            );
+        }
+    }
+
+    /// Family ids whose keys changed, as Redis reports them.
+    pub(super) fn changes(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    /// Starts the tracker thread, once; it ends soon after the store is dropped.
+    pub(super) fn start(self: &Arc<Self>, source: Arc<Source>, family_prefix: String) {
+        let cache = Arc::downgrade(self);
+        self.started.call_once(move || {
+            let spawned = std::thread::Builder::new()
+                .name("bffgate-tracking".into())
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            tracing::error!(error = %e, "no runtime for liveness tracking; families are checked in Redis");
+                            return;
+                        }
+                    };
+                    runtime.block_on(track(cache, source, family_prefix));
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "no thread for liveness tracking; families are checked in Redis");
+            }
+        });
+    }
+}
+
+/// Tracks while the store lives: one tracking session after another, the cache off between
+/// them.
+async fn track(cache: Weak<LivenessCache>, source: Arc<Source>, family_prefix: String) {
+    loop {
+        if let Err(e) = session(&cache, &source, &family_prefix).await {
+            tracing::debug!(error = %e, "liveness tracking ended");
+        }
+        match cache.upgrade() {
+            Some(cache) => cache.set_tracking(false),
+            None => return,
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// One tracking session: a tracking connection to each primary, invalidations applied as
+/// they come, until a connection closes or fails its heartbeat.
+async fn session(
+    cache: &Weak<LivenessCache>,
+    source: &Source,
+    family_prefix: &str,
+) -> Result<(), RedisError> {
+    let (pushes, mut pushed) = mpsc::unbounded_channel();
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(HEARTBEAT_TIMEOUT))
+        .set_response_timeout(Some(HEARTBEAT_TIMEOUT))
+        .set_push_sender(pushes);
+    let primaries = source.primaries().await?;
+    let mut connections = Vec::with_capacity(primaries.len());
+    for primary in &primaries {
+        let mut conn = primary
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("bffgate-tracking")
+            .exec_async(&mut conn)
+            .await?;
+        redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .arg("PREFIX")
+            .arg(family_prefix)
+            .exec_async(&mut conn)
+            .await?;
+        connections.push(conn);
+    }
+    if !still_primaries(&mut connections).await? {
+        return Ok(());
+    }
+    match cache.upgrade() {
+        Some(cache) => cache.set_tracking(true),
+        None => return Ok(()),
+    }
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            push = pushed.recv() => match push {
+                Some(push) if push.kind == PushKind::Invalidate => match cache.upgrade() {
+                    Some(cache) => invalidate(&cache, family_prefix, push.data.first()),
+                    None => return Ok(()),
+                },
+                Some(push) if push.kind == PushKind::Disconnection => return Ok(()),
+                Some(_) => {}
+                None => return Ok(()),
+            },
+            _ = heartbeat.tick() => {
+                if cache.strong_count() == 0 || !still_primaries(&mut connections).await? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Whether every tracking connection answers `ROLE` in time, as a primary.
+async fn still_primaries(
+    connections: &mut [redis::aio::MultiplexedConnection],
+) -> Result<bool, RedisError> {
+    for conn in connections {
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(conn).await?;
+        if !matches!(role.first(), Some(Value::BulkString(r)) if r.as_slice() == b"master") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Applies one invalidation message: its keys, or (a `null`, after `FLUSHALL`) everything.
+fn invalidate(cache: &LivenessCache, family_prefix: &str, keys: Option<&Value>) {
+    match keys {
+        Some(Value::Array(keys)) => {
+            for key in keys {
+                let Value::BulkString(key) = key else {
+                    continue;
+                };
+                match family_of(family_prefix, key) {
+                    Some(id) => cache.invalidate(id),
+                    None => flush(cache),
+                }
+            }
+        }
+        _ => flush(cache),
+    }
+}
+
+/// Empties the cache while tracking goes on (a message it cannot read).
+fn flush(cache: &LivenessCache) {
+    for shard in 0..SHARDS {
+        let mut guard = cache.lock(shard);
+        guard.invalidations += 1;
+        guard.rows.clear();
+    }
+}
+
+/// The family id in `<prefix>fam:{<id>}` or `<prefix>fam:{<id>}:next`.
+fn family_of<'k>(family_prefix: &str, key: &'k [u8]) -> Option<&'k str> {
+    let rest = key.strip_prefix(family_prefix.as_bytes())?;
+    let rest = std::str::from_utf8(rest).ok()?;
+    let (id, _) = rest.strip_prefix('{')?.split_once('}')?;
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(uid: &str) -> LivenessRow {
+        (Some(uid.into()), None, Some("10".into()), Some("20".into()))
+    }
+
+    fn tracking() -> LivenessCache {
+        let cache = LivenessCache::new();
+        cache.set_tracking(true);
+        cache
+    }
+
+    #[test]
+    fn nothing_is_cached_while_tracking_is_down() {
+        let cache = LivenessCache::new();
+        let ticket = cache.get("f").unwrap_err();
+        cache.put("f", row("u"), ticket);
+        assert!(cache.get("f").is_err());
+    }
+
+    #[test]
+    fn a_read_is_cached_until_its_family_is_invalidated() {
+        let cache = tracking();
+        let ticket = cache.get("f").unwrap_err();
+        cache.put("f", row("u"), ticket);
+        assert_eq!(cache.get("f").ok(), Some(row("u")));
+        cache.invalidate("f");
+        assert!(cache.get("f").is_err());
+    }
+
+    #[test]
+    fn a_read_that_raced_an_invalidation_is_not_cached() {
+        let cache = tracking();
+        let ticket = cache.get("f").unwrap_err();
+        cache.invalidate("f"); // the revocation's push came before the read's answer
+        cache.put("f", row("u"), ticket);
+        assert!(cache.get("f").is_err());
+    }
+
+    #[test]
+    fn losing_tracking_empties_the_cache_and_refuses_reads_begun_before() {
+        let cache = tracking();
+        let ticket = cache.get("f").unwrap_err();
+        cache.put("f", row("u"), ticket);
+        let late = cache.get("g").unwrap_err();
+        cache.set_tracking(false);
+        assert!(cache.get("f").is_err(), "emptied");
+        cache.set_tracking(true);
+        cache.put("g", row("u"), late);
+        assert!(cache.get("g").is_err(), "a read from before the gap");
+    }
+
+    #[test]
+    fn invalidation_keys_name_their_family() {
+        assert_eq!(family_of("p:fam:", b"p:fam:{abc}"), Some("abc"));
+        assert_eq!(family_of("p:fam:", b"p:fam:{abc}:next"), Some("abc"));
+        assert_eq!(family_of("p:fam:", b"p:user:{abc}"), None);
+    }
+}
