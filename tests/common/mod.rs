@@ -7,6 +7,7 @@
 // Every test binary uses a different part of the fixtures.
 #![allow(dead_code, unused_imports)]
 
+pub mod family_dump;
 pub mod fault;
 pub mod instances;
 pub mod process;

@@ -13,7 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{instances::Served, instances::ServedInstances, topologies::SentinelGroup, *};
+use crate::common::{
+    family_dump::{self, dump_family, restore_family, FamilyDump},
+    instances::{Served, ServedInstances},
+    topologies::SentinelGroup,
+    *,
+};
 use bffgate::{
     clock::{Clock as _, SystemClock},
     store::FamilyState,
@@ -22,12 +27,6 @@ use reqwest::Method;
 
 const EMAIL: &str = "alice@example.com";
 
-/// A key's serialised value and its time to live in ms (`DUMP`, `PTTL`).
-type Dumped = (Vec<u8>, i64);
-
-/// The family's keys as Redis held them at one moment, `None` for a key that did not exist.
-struct Snapshot(Vec<(String, Option<Dumped>)>);
-
 fn connection(redis: &TestRedis) -> ::redis::Connection {
     ::redis::Client::open(redis.url.as_str())
         .and_then(|c| c.get_connection())
@@ -35,36 +34,20 @@ fn connection(redis: &TestRedis) -> ::redis::Connection {
 }
 
 fn family_keys(redis: &TestRedis, cookie_value: &str) -> [String; 2] {
-    let family = format!("{}fam:{{{}}}", redis.prefix, family_of(cookie_value));
-    let next = format!("{family}:next");
-    [family, next]
+    family_dump::family_keys(&redis.prefix, &family_of(cookie_value))
 }
 
-fn snapshot(redis: &TestRedis, cookie_value: &str) -> Snapshot {
-    let mut conn = connection(redis);
-    let keys = family_keys(redis, cookie_value).map(|key| {
-        let dump: Option<Vec<u8>> = ::redis::cmd("DUMP").arg(&key).query(&mut conn).unwrap();
-        let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
-        (key, dump.map(|d| (d, ttl.max(0))))
-    });
-    Snapshot(keys.into())
+fn snapshot(redis: &TestRedis, cookie_value: &str) -> FamilyDump {
+    dump_family(
+        &mut connection(redis),
+        &redis.prefix,
+        &family_of(cookie_value),
+    )
 }
 
 /// Puts the family's keys back as `snapshot` saw them: every write since is lost.
-fn lose_writes_since(redis: &TestRedis, snapshot: &Snapshot) {
-    let mut conn = connection(redis);
-    for (key, saved) in &snapshot.0 {
-        match saved {
-            Some((dump, ttl)) => ::redis::cmd("RESTORE")
-                .arg(key)
-                .arg(ttl)
-                .arg(dump.as_slice())
-                .arg("REPLACE")
-                .exec(&mut conn)
-                .unwrap(),
-            None => ::redis::cmd("DEL").arg(key).exec(&mut conn).unwrap(),
-        }
-    }
+fn lose_writes_since(redis: &TestRedis, snapshot: &FamilyDump) {
+    restore_family(&mut connection(redis), snapshot);
 }
 
 async fn redis_gateway() -> (TestRedis, TestGateway) {

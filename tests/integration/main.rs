@@ -19,6 +19,7 @@ mod operations;
 mod properties;
 mod proxy;
 mod redis_topologies;
+mod rotation_model;
 mod serve;
 mod slow_bodies;
 mod store_acceptance;

@@ -46,12 +46,14 @@ local uid, cur, prev, prev_at, exp, abs_exp, revoked, gen = f[1], f[2], f[3], f[
 if not uid then
   return {'expired'}
 end
-if revoked then
-  return {'revoked'}
-end
+-- Expiry first, as revoke_family.lua and the memory store judge it: an expired tombstone is
+-- simply gone, whether or not Redis has dropped its key yet (another gateway's clock).
 local now = tonumber(ARGV[4])
 if now >= tonumber(exp) then
   return {'expired'}
+end
+if revoked then
+  return {'revoked'}
 end
 local grace = tonumber(ARGV[6])
 local time = redis.call('TIME')

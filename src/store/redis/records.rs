@@ -188,12 +188,13 @@ fn liveness(
     let Some(user_id) = uid else {
         return Ok(Liveness::Expired);
     };
-    if revoked {
-        return Ok(Liveness::Revoked);
-    }
+    // Expiry first, as the scripts and the memory store judge it: an expired tombstone is gone.
     let idle_exp = int(exp, "family exp")?;
     if now >= idle_exp {
         return Ok(Liveness::Expired);
+    }
+    if revoked {
+        return Ok(Liveness::Revoked);
     }
     Ok(Liveness::Live {
         user_id: user_id.clone(),
