@@ -101,3 +101,47 @@ async fn losing_tracking_falls_back_to_asking_redis_and_tracking_comes_back() {
     assert_eq!(session_status(&gw, &cookie).await, 401);
     tracking(&gw).await;
 }
+
+/// A rotation reads its user from memory too while tracking runs: a user disabled through
+/// another store (another instance, the CLI) is seen at the next refresh once Redis's message
+/// arrives — within a second here, at once in practice — and loses the family.
+#[actix_web::test]
+async fn a_user_disabled_elsewhere_loses_the_session_at_a_refresh_soon_after() {
+    let redis = TestRedis::new();
+    let gw = TestGateway::start(redis.config(), EMAIL).await;
+    let mut cookie = login_cookie_of(&gw, EMAIL).await;
+    assert_eq!(session_status(&gw, &cookie).await, 200);
+    tracking(&gw).await;
+    cookie = refreshed(&gw, &cookie).await; // the user's record is now in memory
+    let elsewhere = redis.store();
+    let mut user = elsewhere
+        .user_by_email(EMAIL)
+        .await
+        .expect("store")
+        .expect("user");
+    user.disabled = true;
+    elsewhere.update_user(&user).await.expect("disabled");
+    let disabled = Instant::now();
+    loop {
+        let res = send_with_cookie(&gw, Method::POST, "/auth/refresh", &cookie).await;
+        match res.status().as_u16() {
+            401 => break,
+            200 => cookie = set_cookie_value(&res),
+            other => panic!("refresh answered {other}"),
+        }
+        assert!(
+            disabled.elapsed() < Duration::from_secs(1),
+            "still refreshing a second after the user was disabled"
+        );
+    }
+    println!(
+        "disabled user refused {:?} after the change",
+        disabled.elapsed()
+    );
+    assert_eq!(
+        gw.family_state(&cookie).await,
+        bffgate::store::FamilyState::Revoked {
+            reason: "user_disabled".into()
+        }
+    );
+}

@@ -39,6 +39,11 @@ impl Keys {
         format!("{}fam:", self.prefix)
     }
 
+    /// What every user key starts with (the tracking prefix).
+    pub(super) fn users_prefix(&self) -> String {
+        format!("{}user:", self.prefix)
+    }
+
     pub(super) fn family(&self, fid: &str) -> String {
         format!("{}fam:{{{fid}}}", self.prefix)
     }

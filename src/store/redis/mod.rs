@@ -23,8 +23,8 @@ use keys::Keys;
 pub use pool::Topology;
 use pool::{unavailable, Conn, Pools, Source};
 use records::{corrupt, FAMILY_FIELDS, LIVENESS_FIELDS};
-use tracking::LivenessCache;
 pub use tracking::STALE_AT_MOST;
+use tracking::{LivenessCache, Prefixes};
 
 /// Users and families in Redis.
 pub struct RedisStore {
@@ -98,11 +98,35 @@ impl RedisStore {
             .is_some_and(|(_, cache)| cache.is_tracking())
     }
 
+    /// User `id`'s record as Redis holds it now.
+    async fn read_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let map: HashMap<String, String> = self
+            .pools
+            .read(redis::cmd("HGETALL").arg(self.keys.user(id)))
+            .await?;
+        records::user_record(&map)
+    }
+
     /// Forgets what this instance read of family `id`: it is about to change (its own
     /// writes are read back at once, without waiting for Redis's invalidation).
     fn changed(&self, id: &str) {
         if let Some((_, cache)) = &self.liveness {
-            cache.invalidate(id);
+            cache.invalidate_family(id);
+        }
+    }
+
+    /// [`RedisStore::changed`] for a user's record.
+    fn user_changed(&self, id: &str) {
+        if let Some((_, cache)) = &self.liveness {
+            cache.invalidate_user(id);
+        }
+    }
+
+    /// The tracked key prefixes.
+    fn prefixes(&self) -> Prefixes {
+        Prefixes {
+            families: self.keys.families_prefix(),
+            users: self.keys.users_prefix(),
         }
     }
 
@@ -199,6 +223,7 @@ impl Store for RedisStore {
             return Err(StoreError::Conflict);
         }
         self.write_user(user).await?;
+        self.user_changed(&user.id);
         let claimed: bool = {
             let mut conn = self.conn().await?;
             redis::cmd("SET")
@@ -233,22 +258,35 @@ impl Store for RedisStore {
             .pools
             .read(redis::cmd("GET").arg(self.keys.email(email)))
             .await?;
+        // Read afresh, never from memory: a login (rare, and Argon2 costs far more than a
+        // round trip) must see a user disabled a moment ago on another instance.
         match uid {
-            Some(uid) => self.user(&uid).await,
+            Some(uid) => self.read_user(&uid).await,
             None => Ok(None),
         }
     }
 
     async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        let map: HashMap<String, String> = self
-            .pools
-            .read(redis::cmd("HGETALL").arg(self.keys.user(id)))
-            .await?;
-        records::user_record(&map)
+        // From memory while tracking runs (started by the per-request check; a CLI command
+        // never starts it): each rotation reads its user.
+        let ticket = match &self.liveness {
+            Some((_, cache)) => match cache.user(id) {
+                Ok(user) => return Ok(user),
+                Err(ticket) => Some((cache, ticket)),
+            },
+            None => None,
+        };
+        let user = self.read_user(id).await?;
+        if let Some((cache, ticket)) = ticket {
+            cache.put_user(id, user.clone(), ticket);
+        }
+        Ok(user)
     }
 
     async fn update_user(&self, user: &UserRecord) -> Result<(), StoreError> {
-        self.write_user(user).await
+        let written = self.write_user(user).await;
+        self.user_changed(&user.id);
+        written
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
@@ -309,8 +347,8 @@ impl Store for RedisStore {
     async fn family_liveness(&self, id: &str, now: Millis) -> Result<Liveness, StoreError> {
         let ticket = match &self.liveness {
             Some((source, cache)) => {
-                cache.start(Arc::clone(source), self.keys.families_prefix());
-                match cache.get(id) {
+                cache.start(Arc::clone(source), self.prefixes());
+                match cache.family(id) {
                     Ok(row) => return records::family_liveness(row, now),
                     Err(ticket) => Some((cache, ticket)),
                 }
@@ -326,7 +364,7 @@ impl Store for RedisStore {
             )
             .await?;
         if let Some((cache, ticket)) = ticket {
-            cache.put(id, row.clone(), ticket);
+            cache.put_family(id, row.clone(), ticket);
         }
         records::family_liveness(row, now)
     }

@@ -1,7 +1,8 @@
 //! The per-request family check without a round trip (DESIGN.md §5): each instance keeps
-//! what it read of a family's liveness in memory, and Redis tells every instance when a
-//! family key changes (server-assisted client-side caching: RESP3 `CLIENT TRACKING ON BCAST
-//! PREFIX <prefix>fam:` on one connection to each primary that holds family keys).
+//! what it read of a family's liveness — and of a user's record, which each rotation reads —
+//! in memory, and Redis tells every instance when such a key changes (server-assisted
+//! client-side caching: RESP3 `CLIENT TRACKING ON BCAST PREFIX <prefix>fam: PREFIX
+//! <prefix>user:` on one connection to each primary that holds keys).
 //!
 //! The cache answers only while tracking is known to work. A tracker thread (its own
 //! runtime, so no actix worker carries it) holds the tracking connections and checks each
@@ -33,6 +34,7 @@ use deadpool_redis::redis::{self, AsyncConnectionConfig, PushKind, RedisError, V
 use tokio::sync::{broadcast, mpsc};
 
 use super::{pool::Source, records::LivenessRow};
+use crate::store::UserRecord;
 
 const HEARTBEAT_MS: u64 = 200;
 const HEARTBEAT_TIMEOUT_MS: u64 = 300;
@@ -50,11 +52,95 @@ const SHARDS: usize = 64;
 /// Families kept per shard; past it, an arbitrary entry makes room.
 const SHARD_CAPACITY: usize = 4096;
 
-#[derive(Default)]
-struct Shard {
-    rows: HashMap<String, LivenessRow>,
+struct Shard<V> {
+    rows: HashMap<String, V>,
     /// Invalidations seen by this shard.
     invalidations: u64,
+}
+
+impl<V> Default for Shard<V> {
+    fn default() -> Self {
+        Self {
+            rows: HashMap::new(),
+            invalidations: 0,
+        }
+    }
+}
+
+/// Records of one kind (families, users) by id, in [`SHARDS`] locked parts.
+struct Shards<V> {
+    shards: Vec<Mutex<Shard<V>>>,
+}
+
+impl<V: Clone> Shards<V> {
+    fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard_of(id: &str) -> usize {
+        // FNV-1a: cheap, and the ids are random already.
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (hash % SHARDS as u64) as usize
+    }
+
+    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Shard<V>> {
+        self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached value of `id` under `epoch` (odd: tracking), or a ticket to read it.
+    fn get(&self, id: &str, epoch: u64) -> Result<V, Ticket> {
+        let shard = Self::shard_of(id);
+        let guard = self.lock(shard);
+        if epoch % 2 == 1 {
+            if let Some(row) = guard.rows.get(id) {
+                return Ok(row.clone());
+            }
+        }
+        Err(Ticket {
+            shard,
+            invalidations: guard.invalidations,
+            epoch,
+        })
+    }
+
+    /// Keeps `value` unless `epoch` (now) is not the ticket's, tracking is off, or the shard
+    /// saw an invalidation since the ticket was taken.
+    fn put(&self, id: &str, value: V, ticket: Ticket, epoch: &AtomicU64) {
+        let mut guard = self.lock(ticket.shard);
+        let now = epoch.load(Ordering::Acquire);
+        if now != ticket.epoch
+            || now.is_multiple_of(2)
+            || guard.invalidations != ticket.invalidations
+        {
+            return;
+        }
+        if guard.rows.len() >= SHARD_CAPACITY {
+            if let Some(victim) = guard.rows.keys().next().cloned() {
+                guard.rows.remove(&victim);
+            }
+        }
+        guard.rows.insert(id.to_owned(), value);
+    }
+
+    fn invalidate(&self, id: &str) {
+        let mut guard = self.lock(Self::shard_of(id));
+        guard.invalidations += 1;
+        guard.rows.remove(id);
+    }
+
+    fn clear(&self) {
+        for shard in 0..SHARDS {
+            let mut guard = self.lock(shard);
+            guard.invalidations += 1;
+            guard.rows.clear();
+        }
+    }
 }
 
 /// Proof that a read started while tracking worked, and what had been invalidated by then.
@@ -65,9 +151,10 @@ pub(super) struct Ticket {
     epoch: u64,
 }
 
-/// Families' liveness as last read, while Redis reports every change.
+/// Families' liveness and users' records as last read, while Redis reports every change.
 pub(super) struct LivenessCache {
-    shards: Vec<Mutex<Shard>>,
+    families: Shards<LivenessRow>,
+    users: Shards<Option<UserRecord>>,
     /// Even: tracking is down (the cache answers nothing); odd: up. Every change adds one.
     epoch: AtomicU64,
     changes: broadcast::Sender<String>,
@@ -85,25 +172,12 @@ impl std::fmt::Debug for LivenessCache {
 impl LivenessCache {
     pub(super) fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            families: Shards::new(),
+            users: Shards::new(),
             epoch: AtomicU64::new(0),
             changes: broadcast::channel(1024).0,
             started: std::sync::Once::new(),
         }
-    }
-
-    fn shard_of(id: &str) -> usize {
-        // FNV-1a: cheap, and family ids are random already.
-        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        (hash % SHARDS as u64) as usize
-    }
-
-    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Shard> {
-        self.shards[shard]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether invalidations are flowing now.
@@ -112,50 +186,41 @@ impl LivenessCache {
     }
 
     /// The cached row of family `id`, or a ticket for reading it from Redis.
-    pub(super) fn get(&self, id: &str) -> Result<LivenessRow, Ticket> {
-        let shard = Self::shard_of(id);
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let guard = self.lock(shard);
-        if epoch % 2 == 1 {
-            if let Some(row) = guard.rows.get(id) {
-                return Ok(row.clone());
-            }
-        }
-        Err(Ticket {
-            shard,
-            invalidations: guard.invalidations,
-            epoch,
-        })
+    pub(super) fn family(&self, id: &str) -> Result<LivenessRow, Ticket> {
+        self.families.get(id, self.epoch.load(Ordering::Acquire))
     }
 
-    /// Keeps `row`, read from Redis under `ticket`, unless tracking changed or the shard saw
-    /// an invalidation since the ticket was taken.
-    pub(super) fn put(&self, id: &str, row: LivenessRow, ticket: Ticket) {
-        let mut guard = self.lock(ticket.shard);
-        let epoch = self.epoch.load(Ordering::Acquire);
-        if epoch != ticket.epoch
-            || epoch.is_multiple_of(2)
-            || guard.invalidations != ticket.invalidations
-        {
-            return;
-        }
-        if guard.rows.len() >= SHARD_CAPACITY {
-            if let Some(victim) = guard.rows.keys().next().cloned() {
-                guard.rows.remove(&victim);
-            }
-        }
-        guard.rows.insert(id.to_owned(), row);
+    /// Keeps `row`, read from Redis under `ticket`, unless tracking changed or the family
+    /// was invalidated since the ticket was taken.
+    pub(super) fn put_family(&self, id: &str, row: LivenessRow, ticket: Ticket) {
+        self.families.put(id, row, ticket, &self.epoch);
     }
 
     /// Forgets family `id` (it changed, or this instance is about to change it).
-    pub(super) fn invalidate(&self, id: &str) {
-        let shard = Self::shard_of(id);
-        {
-            let mut guard = self.lock(shard);
-            guard.invalidations += 1;
-            guard.rows.remove(id);
-        }
+    pub(super) fn invalidate_family(&self, id: &str) {
+        self.families.invalidate(id);
         let _ = self.changes.send(id.to_owned());
+    }
+
+    /// The cached record of user `id` (`None`: no such user), or a ticket for reading it.
+    pub(super) fn user(&self, id: &str) -> Result<Option<UserRecord>, Ticket> {
+        self.users.get(id, self.epoch.load(Ordering::Acquire))
+    }
+
+    /// [`LivenessCache::put_family`] for a user record.
+    pub(super) fn put_user(&self, id: &str, user: Option<UserRecord>, ticket: Ticket) {
+        self.users.put(id, user, ticket, &self.epoch);
+    }
+
+    /// Forgets user `id`.
+    pub(super) fn invalidate_user(&self, id: &str) {
+        self.users.invalidate(id);
+    }
+
+    /// Empties both caches (tracking goes on).
+    fn flush(&self) {
+        self.families.clear();
+        self.users.clear();
     }
 
     /// Tracking started (`true`) or ended: a new epoch, and an empty cache either way.
@@ -164,11 +229,7 @@ impl LivenessCache {
             return;
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        for shard in 0..SHARDS {
-            let mut guard = self.lock(shard);
-            guard.invalidations += 1;
-            guard.rows.clear();
-        }
+        self.flush();
         if !up {
             tracing::warn!(
                 event = "liveness_tracking_lost",
@@ -187,7 +248,7 @@ impl LivenessCache {
     }
 
     /// Starts the tracker thread, once; it ends soon after the store is dropped.
-    pub(super) fn start(self: &Arc<Self>, source: Arc<Source>, family_prefix: String) {
+    pub(super) fn start(self: &Arc<Self>, source: Arc<Source>, prefixes: Prefixes) {
         let cache = Arc::downgrade(self);
         self.started.call_once(move || {
             let spawned = std::thread::Builder::new()
@@ -203,7 +264,7 @@ impl LivenessCache {
                             return;
                         }
                     };
-                    runtime.block_on(track(cache, source, family_prefix));
+                    runtime.block_on(track(cache, source, prefixes));
                 });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "no thread for liveness tracking; families are checked in Redis");
@@ -214,9 +275,9 @@ impl LivenessCache {
 
 /// Tracks while the store lives: one tracking session after another, the cache off between
 /// them.
-async fn track(cache: Weak<LivenessCache>, source: Arc<Source>, family_prefix: String) {
+async fn track(cache: Weak<LivenessCache>, source: Arc<Source>, prefixes: Prefixes) {
     loop {
-        if let Err(e) = session(&cache, &source, &family_prefix).await {
+        if let Err(e) = session(&cache, &source, &prefixes).await {
             tracing::debug!(error = %e, "liveness tracking ended");
         }
         match cache.upgrade() {
@@ -232,7 +293,7 @@ async fn track(cache: Weak<LivenessCache>, source: Arc<Source>, family_prefix: S
 async fn session(
     cache: &Weak<LivenessCache>,
     source: &Source,
-    family_prefix: &str,
+    prefixes: &Prefixes,
 ) -> Result<(), RedisError> {
     let (pushes, mut pushed) = mpsc::unbounded_channel();
     let config = AsyncConnectionConfig::new()
@@ -255,7 +316,9 @@ async fn session(
             .arg("ON")
             .arg("BCAST")
             .arg("PREFIX")
-            .arg(family_prefix)
+            .arg(&prefixes.families)
+            .arg("PREFIX")
+            .arg(&prefixes.users)
             .exec_async(&mut conn)
             .await?;
         connections.push(conn);
@@ -273,7 +336,7 @@ async fn session(
         tokio::select! {
             push = pushed.recv() => match push {
                 Some(push) if push.kind == PushKind::Invalidate => match cache.upgrade() {
-                    Some(cache) => invalidate(&cache, family_prefix, push.data.first()),
+                    Some(cache) => invalidate(&cache, prefixes, push.data.first()),
                     None => return Ok(()),
                 },
                 Some(push) if push.kind == PushKind::Disconnection => return Ok(()),
@@ -302,36 +365,37 @@ async fn still_primaries(
     Ok(true)
 }
 
+/// The key prefixes tracked: `<prefix>fam:` and `<prefix>user:`.
+#[derive(Debug, Clone)]
+pub(super) struct Prefixes {
+    pub(super) families: String,
+    pub(super) users: String,
+}
+
 /// Applies one invalidation message: its keys, or (a `null`, after `FLUSHALL`) everything.
-fn invalidate(cache: &LivenessCache, family_prefix: &str, keys: Option<&Value>) {
+fn invalidate(cache: &LivenessCache, prefixes: &Prefixes, keys: Option<&Value>) {
     match keys {
         Some(Value::Array(keys)) => {
             for key in keys {
                 let Value::BulkString(key) = key else {
                     continue;
                 };
-                match family_of(family_prefix, key) {
-                    Some(id) => cache.invalidate(id),
-                    None => flush(cache),
+                if let Some(id) = tagged(&prefixes.families, key) {
+                    cache.invalidate_family(id);
+                } else if let Some(id) = tagged(&prefixes.users, key) {
+                    cache.invalidate_user(id);
+                } else {
+                    cache.flush();
                 }
             }
         }
-        _ => flush(cache),
+        _ => cache.flush(),
     }
 }
 
-/// Empties the cache while tracking goes on (a message it cannot read).
-fn flush(cache: &LivenessCache) {
-    for shard in 0..SHARDS {
-        let mut guard = cache.lock(shard);
-        guard.invalidations += 1;
-        guard.rows.clear();
-    }
-}
-
-/// The family id in `<prefix>fam:{<id>}` or `<prefix>fam:{<id>}:next`.
-fn family_of<'k>(family_prefix: &str, key: &'k [u8]) -> Option<&'k str> {
-    let rest = key.strip_prefix(family_prefix.as_bytes())?;
+/// The id in `<prefix>{<id>}` or `<prefix>{<id>}:…` (a family's or a user's keys).
+fn tagged<'k>(prefix: &str, key: &'k [u8]) -> Option<&'k str> {
+    let rest = key.strip_prefix(prefix.as_bytes())?;
     let rest = std::str::from_utf8(rest).ok()?;
     let (id, _) = rest.strip_prefix('{')?.split_once('}')?;
     Some(id)
@@ -354,47 +418,58 @@ mod tests {
     #[test]
     fn nothing_is_cached_while_tracking_is_down() {
         let cache = LivenessCache::new();
-        let ticket = cache.get("f").unwrap_err();
-        cache.put("f", row("u"), ticket);
-        assert!(cache.get("f").is_err());
+        let ticket = cache.family("f").unwrap_err();
+        cache.put_family("f", row("u"), ticket);
+        assert!(cache.family("f").is_err());
     }
 
     #[test]
     fn a_read_is_cached_until_its_family_is_invalidated() {
         let cache = tracking();
-        let ticket = cache.get("f").unwrap_err();
-        cache.put("f", row("u"), ticket);
-        assert_eq!(cache.get("f").ok(), Some(row("u")));
-        cache.invalidate("f");
-        assert!(cache.get("f").is_err());
+        let ticket = cache.family("f").unwrap_err();
+        cache.put_family("f", row("u"), ticket);
+        assert_eq!(cache.family("f").ok(), Some(row("u")));
+        cache.invalidate_family("f");
+        assert!(cache.family("f").is_err());
     }
 
     #[test]
     fn a_read_that_raced_an_invalidation_is_not_cached() {
         let cache = tracking();
-        let ticket = cache.get("f").unwrap_err();
-        cache.invalidate("f"); // the revocation's push came before the read's answer
-        cache.put("f", row("u"), ticket);
-        assert!(cache.get("f").is_err());
+        let ticket = cache.family("f").unwrap_err();
+        cache.invalidate_family("f"); // the revocation's push came before the read's answer
+        cache.put_family("f", row("u"), ticket);
+        assert!(cache.family("f").is_err());
     }
 
     #[test]
     fn losing_tracking_empties_the_cache_and_refuses_reads_begun_before() {
         let cache = tracking();
-        let ticket = cache.get("f").unwrap_err();
-        cache.put("f", row("u"), ticket);
-        let late = cache.get("g").unwrap_err();
+        let ticket = cache.family("f").unwrap_err();
+        cache.put_family("f", row("u"), ticket);
+        let late = cache.family("g").unwrap_err();
         cache.set_tracking(false);
-        assert!(cache.get("f").is_err(), "emptied");
+        assert!(cache.family("f").is_err(), "emptied");
         cache.set_tracking(true);
-        cache.put("g", row("u"), late);
-        assert!(cache.get("g").is_err(), "a read from before the gap");
+        cache.put_family("g", row("u"), late);
+        assert!(cache.family("g").is_err(), "a read from before the gap");
     }
 
     #[test]
-    fn invalidation_keys_name_their_family() {
-        assert_eq!(family_of("p:fam:", b"p:fam:{abc}"), Some("abc"));
-        assert_eq!(family_of("p:fam:", b"p:fam:{abc}:next"), Some("abc"));
-        assert_eq!(family_of("p:fam:", b"p:user:{abc}"), None);
+    fn invalidation_keys_name_their_family_or_user() {
+        assert_eq!(tagged("p:fam:", b"p:fam:{abc}"), Some("abc"));
+        assert_eq!(tagged("p:fam:", b"p:fam:{abc}:next"), Some("abc"));
+        assert_eq!(tagged("p:fam:", b"p:user:{abc}"), None);
+        assert_eq!(tagged("p:user:", b"p:user:{abc}:fams"), Some("abc"));
+    }
+
+    #[test]
+    fn a_user_record_is_cached_until_the_user_changes() {
+        let cache = tracking();
+        let ticket = cache.user("u").unwrap_err();
+        cache.put_user("u", None, ticket);
+        assert_eq!(cache.user("u").ok(), Some(None));
+        cache.invalidate_user("u");
+        assert!(cache.user("u").is_err());
     }
 }
