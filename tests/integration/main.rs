@@ -14,6 +14,7 @@ mod demo_api;
 mod deploy;
 mod http_auth;
 mod lost_writes;
+mod oidc;
 mod operations;
 mod properties;
 mod proxy;

@@ -23,6 +23,9 @@ const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'test-key', u
 
 const configuration = {
   clients,
+  // Scope claims (email, groups) in the ID token itself, as Keycloak, Entra ID and Google put
+  // them: the gateway reads the ID token and does not call userinfo.
+  conformIdTokenClaims: false,
   jwks: { keys: [signingKey] },
   cookies: { keys: ['bffgate-test-provider-cookie-key'] },
   claims: {
@@ -91,7 +94,7 @@ provider.use(async (ctx, next) => {
 });
 
 const callback = provider.callback();
-http.createServer((req, res) => {
+function handle(req, res) {
   if (req.method === 'POST' && req.url === '/__test/tamper') {
     let body = '';
     req.on('data', (chunk) => { body += chunk; });
@@ -102,6 +105,15 @@ http.createServer((req, res) => {
     return;
   }
   callback(req, res);
-}).listen(port, '127.0.0.1', () => {
-  console.log(`oidc-provider listening on ${issuer}`);
-});
+}
+
+// `localhost` is both loopback addresses; IPv6 is optional.
+for (const host of ['127.0.0.1', '::1']) {
+  const server = http.createServer(handle);
+  server.on('error', (err) => {
+    if (host === '127.0.0.1') {
+      throw err;
+    }
+  });
+  server.listen(port, host, () => console.log(`oidc-provider listening on ${issuer} (${host})`));
+}
