@@ -41,7 +41,12 @@ fn with_provider(mut config: Config, issuer: &str, origin: &str) -> (Config, tem
         client_secret_file: Some(
             SecretFile::load(path, "identity_providers.client_secret_file").expect("secret file"),
         ),
-        scopes: vec!["openid".into(), "email".into(), "profile".into(), "groups".into()],
+        scopes: vec![
+            "openid".into(),
+            "email".into(),
+            "profile".into(),
+            "groups".into(),
+        ],
         link_by_verified_email: false,
         create_users: true,
         roles_claim: Some("groups".into()),
@@ -50,7 +55,10 @@ fn with_provider(mut config: Config, issuer: &str, origin: &str) -> (Config, tem
 }
 
 fn origin_of(listener: &TcpListener) -> String {
-    format!("http://127.0.0.1:{}", listener.local_addr().expect("addr").port())
+    format!(
+        "http://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    )
 }
 
 impl Fixture {
@@ -160,7 +168,11 @@ async fn sign_in_at_provider(
         let submit = client
             .post(absolute(&next, &action))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(form(&[("prompt", "login"), ("login", login), ("password", "any")]))
+            .body(form(&[
+                ("prompt", "login"),
+                ("login", login),
+                ("password", "any"),
+            ]))
             .send()
             .await
             .expect("login form");
@@ -198,7 +210,11 @@ fn attribute_after(page: &str, tag: &str, name: &str) -> Option<String> {
     let rest = &page[at..];
     let start = rest.find(&format!("{name}=\""))? + name.len() + 2;
     let end = rest[start..].find('"')?;
-    Some(rest[start..start + end].replace("&amp;", "&").replace("&#x2F;", "/"))
+    Some(
+        rest[start..start + end]
+            .replace("&amp;", "&")
+            .replace("&#x2F;", "/"),
+    )
 }
 
 /// The callback URL with query parameter `name` set to `value` (removed when `None`).
@@ -255,7 +271,10 @@ async fn assert_nothing_stored(gw: &TestGateway, subject: &str) {
         users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(),
         ["pat@example.com"]
     );
-    assert_eq!(gw.store.linked_user(PROVIDER, subject).await.expect("link"), None);
+    assert_eq!(
+        gw.store.linked_user(PROVIDER, subject).await.expect("link"),
+        None
+    );
     assert!(gw
         .store
         .provider_families(PROVIDER, ProviderScope::Subject(subject), gw.clock_now())
@@ -270,11 +289,17 @@ async fn a_browser_signs_in_through_the_provider_and_lands_signed_in() {
     let client = navigator();
     // The app lists the provider (ids and labels only).
     let listed: serde_json::Value = json(client.get(fx.gw.url("/auth/providers"))).await;
-    assert_eq!(listed, serde_json::json!([{ "id": "corp", "name": "Corp SSO" }]));
+    assert_eq!(
+        listed,
+        serde_json::json!([{ "id": "corp", "name": "Corp SSO" }])
+    );
 
     let began = Instant::now();
     let at = sign_in_at_provider(&client, &fx.gw, "/notes?tab=2", "alice").await;
-    assert!(param(&at.callback, "iss").is_some(), "the provider sends iss (RFC 9207)");
+    assert!(
+        param(&at.callback, "iss").is_some(),
+        "the provider sends iss (RFC 9207)"
+    );
     let landed = follow(&client, &at.callback).await;
     let elapsed = began.elapsed();
     assert_eq!(landed.status(), 303);
@@ -292,10 +317,20 @@ async fn a_browser_signs_in_through_the_provider_and_lands_signed_in() {
     );
     let user_id = me["user"]["id"].as_str().expect("id").to_owned();
     assert_eq!(
-        fx.gw.store.linked_user(PROVIDER, "alice").await.expect("link"),
+        fx.gw
+            .store
+            .linked_user(PROVIDER, "alice")
+            .await
+            .expect("link"),
         Some(user_id.clone())
     );
-    let user = fx.gw.store.user(&user_id).await.expect("user").expect("exists");
+    let user = fx
+        .gw
+        .store
+        .user(&user_id)
+        .await
+        .expect("user")
+        .expect("exists");
     assert_eq!(user.password_hash, "", "no password");
     // The session was opened like a password login's: listed, and indexed for back-channel
     // logout.
@@ -311,9 +346,15 @@ async fn a_browser_signs_in_through_the_provider_and_lands_signed_in() {
         [family]
     );
     // Nobody can sign in as her with a password.
-    let password = login_request(&fx.gw, "alice@example.com", "").send().await.expect("login");
+    let password = login_request(&fx.gw, "alice@example.com", "")
+        .send()
+        .await
+        .expect("login");
     assert_eq!(password.status(), 400);
-    let password = login_request(&fx.gw, "alice@example.com", "x").send().await.expect("login");
+    let password = login_request(&fx.gw, "alice@example.com", "x")
+        .send()
+        .await
+        .expect("login");
     assert_eq!(password.status(), 401);
 
     // A second sign-in (the provider remembers her) finds the same user.
@@ -453,7 +494,10 @@ async fn return_to_elsewhere_is_refused_before_the_provider_is_asked() {
         .await
         .expect("start");
     assert_eq!(unknown.status(), 404);
-    assert_eq!(unknown.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        unknown.headers()["content-type"],
+        "application/problem+json"
+    );
 }
 
 #[actix_web::test]
@@ -543,12 +587,14 @@ async fn back_channel_logout_ends_the_session_on_every_instance() {
         .send()
         .await
         .expect("confirm");
-    eprintln!("end session form: {page}");
-    eprintln!("confirm: {} {:?}", confirm.status(), confirm.headers().get("location"));
     assert!(confirm.status().is_redirection() || confirm.status() == 200);
-    eventually("the session ends on both instances", Duration::from_secs(10), || async {
-        session_status(&gw1, &cookie).await == 401 && session_status(&gw2, &cookie).await == 401
-    })
+    eventually(
+        "the session ends on both instances",
+        Duration::from_secs(10),
+        || async {
+            session_status(&gw1, &cookie).await == 401 && session_status(&gw2, &cookie).await == 401
+        },
+    )
     .await;
     let family = family_of(&cookie);
     assert!(matches!(
@@ -561,7 +607,9 @@ async fn back_channel_logout_ends_the_session_on_every_instance() {
 #[actix_web::test]
 async fn a_forged_logout_token_is_refused() {
     let fx = Fixture::start().await;
-    let url = fx.gw.url(&format!("/auth/oidc/{PROVIDER}/backchannel-logout"));
+    let url = fx
+        .gw
+        .url(&format!("/auth/oidc/{PROVIDER}/backchannel-logout"));
     // An unsigned token naming a subject, and a token signed with a key of our own.
     let unsigned = format!(
         "{}.{}.",

@@ -26,6 +26,12 @@ const configuration = {
   // Scope claims (email, groups) in the ID token itself, as Keycloak, Entra ID and Google put
   // them: the gateway reads the ID token and does not call userinfo.
   conformIdTokenClaims: false,
+  // The gateways under test listen on loopback addresses, which the provider's SSRF guard
+  // refuses for back-channel logout calls: here, and only here, its dispatcher is dropped.
+  fetch(url, options) {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   jwks: { keys: [signingKey] },
   cookies: { keys: ['bffgate-test-provider-cookie-key'] },
   claims: {
@@ -75,6 +81,8 @@ const configuration = {
 
 const provider = new Provider(issuer, configuration);
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+provider.on('backchannel.error', (ctx, err, client) => console.error('backchannel.error', client.clientId, err));
+provider.on('backchannel.success', (ctx, client) => console.error('backchannel.success', client.clientId));
 
 let tamper = null;
 
