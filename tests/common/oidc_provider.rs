@@ -33,12 +33,18 @@ impl TestProvider {
 
     /// Starts the provider on `port` (a provider restarted where it was).
     pub async fn start_on(port: u16, clients: serde_json::Value) -> Self {
+        Self::start_at("localhost", port, clients).await
+    }
+
+    /// Starts the provider with issuer `http://<host>:<port>` (`localhost` or `127.0.0.1`:
+    /// whichever the gateway under test does not use, so that the two are different sites).
+    pub async fn start_at(host: &str, port: u16, clients: serde_json::Value) -> Self {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
             "the oidc-provider package is missing: run `npm ci` in tests/oidc (scripts/test does)"
         );
-        let issuer = format!("http://localhost:{port}");
+        let issuer = format!("http://{host}:{port}");
         let mut process = ChildProcess::spawn(
             Command::new("node")
                 .arg(dir.join("provider.mjs"))
