@@ -62,6 +62,8 @@ pub struct Config {
     /// are bound by their route's `timeout` instead.
     #[serde(with = "humantime_serde")]
     pub request_body_timeout: Duration,
+    /// OpenID providers users may sign in with, beside passwords (`[[identity_providers]]`).
+    pub identity_providers: Vec<IdentityProviderConfig>,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             request_body_timeout: Duration::from_secs(10),
+            identity_providers: Vec::new(),
         }
     }
 }
@@ -765,6 +768,133 @@ impl Default for MetricsConfig {
     }
 }
 
+/// One OpenID provider (`[[identity_providers]]`): the gateway is its confidential client
+/// (authorization code + PKCE), and a signed-in identity opens an ordinary bffgate session.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProviderConfig {
+    /// Short name in paths (`/auth/oidc/<id>/…`) and in user links: 1 to 32 of `a-z 0-9 - _`.
+    pub id: String,
+    /// What the sign-in button says ("Sign in with …"); `id` when unset.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The issuer; its `/.well-known/openid-configuration` is read on first use. https, or
+    /// http on a loopback host (development and tests).
+    pub issuer: String,
+    pub client_id: String,
+    /// A file holding the client secret; unset for a public client (PKCE alone).
+    #[serde(default)]
+    pub client_secret_file: Option<SecretFile>,
+    /// Scopes asked for; must include `openid`.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// An unknown identity whose email the provider marked verified is linked to the existing
+    /// user with that email. Off: a taken email refuses the sign-in.
+    #[serde(default)]
+    pub link_by_verified_email: bool,
+    /// An identity that is neither linked nor linkable creates a user. Off: it is refused.
+    #[serde(default = "default_true")]
+    pub create_users: bool,
+    /// A claim of the ID token (a string or a list of strings) copied into a new user's roles.
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+impl IdentityProviderConfig {
+    /// The label of the sign-in button.
+    pub fn label(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The client secret read from `client_secret_file`, if one is configured.
+    pub fn client_secret(&self) -> Result<Option<&Redacted>, ConfigError> {
+        self.client_secret_file
+            .as_ref()
+            .map(|file| file.secret("identity_providers.client_secret_file"))
+            .transpose()
+    }
+
+    /// Checks the provider at `index`; the message names both.
+    pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        let at = |problem: String| ConfigError::Invalid {
+            key: "identity_providers",
+            problem: format!("[{index}] (id {:?}): {problem}", self.id),
+        };
+        if self.id.is_empty()
+            || self.id.len() > 32
+            || !self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b))
+        {
+            return Err(at("id must be 1 to 32 of a-z, 0-9, '-' and '_'".into()));
+        }
+        if self.display_name.as_deref().is_some_and(|name| {
+            name.trim().is_empty()
+                || name.chars().count() > 64
+                || name.chars().any(char::is_control)
+        }) {
+            return Err(at(
+                "display_name must be 1 to 64 printable characters".into()
+            ));
+        }
+        let issuer = url::Url::parse(&self.issuer)
+            .map_err(|e| at(format!("issuer {:?} is not a URL ({e})", self.issuer)))?;
+        let loopback = match issuer.host() {
+            Some(url::Host::Domain(host)) => host == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if !(issuer.scheme() == "https" || issuer.scheme() == "http" && loopback) {
+            return Err(at(
+                "issuer must be an https:// URL (http:// only on a loopback host)".into(),
+            ));
+        }
+        if issuer.query().is_some() || issuer.fragment().is_some() {
+            return Err(at("issuer must not have a query or fragment".into()));
+        }
+        if self.client_id.is_empty() {
+            return Err(at("client_id must not be empty".into()));
+        }
+        if !self.scopes.iter().any(|scope| scope == "openid") {
+            return Err(at("scopes must include \"openid\"".into()));
+        }
+        if self
+            .scopes
+            .iter()
+            .any(|scope| scope.is_empty() || scope.contains(|c: char| c == ' ' || c.is_control()))
+        {
+            return Err(at("each scope must be one non-empty word".into()));
+        }
+        if let Some(secret) = self.client_secret()? {
+            if secret.expose().is_empty() {
+                return Err(at("client_secret_file is empty".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each provider, then that no two share an id.
+fn validate_identity_providers(providers: &[IdentityProviderConfig]) -> Result<(), ConfigError> {
+    let mut ids = HashSet::new();
+    for (i, provider) in providers.iter().enumerate() {
+        provider.validate(i)?;
+        if !ids.insert(provider.id.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "identity_providers",
+                problem: format!("[{i}]: duplicate id {:?}", provider.id),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A string secret whose `Debug` and serialised form never show the value.
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
@@ -809,6 +939,14 @@ pub struct SecretFile {
 }
 
 impl SecretFile {
+    /// The file at `path`, read now (a configuration built in code rather than loaded);
+    /// `key` names the setting in the error.
+    pub fn load(path: impl Into<PathBuf>, key: &'static str) -> Result<Self, ConfigError> {
+        let mut file = Self::from(path.into());
+        file.read(key)?;
+        Ok(file)
+    }
+
     /// Where the secret is read from (not secret: `config check` prints it).
     pub fn path(&self) -> &Path {
         &self.path
@@ -930,6 +1068,11 @@ impl Config {
         if let Some(file) = self.redis.as_mut().and_then(|r| r.password_file.as_mut()) {
             file.read("redis.password_file")?;
         }
+        for provider in &mut self.identity_providers {
+            if let Some(file) = &mut provider.client_secret_file {
+                file.read("identity_providers.client_secret_file")?;
+            }
+        }
         Ok(())
     }
 
@@ -956,7 +1099,8 @@ impl Config {
         }
         self.session.validate()?;
         self.jwt.validate()?;
-        validate_routes(&self.routes)
+        validate_routes(&self.routes)?;
+        validate_identity_providers(&self.identity_providers)
     }
 
     fn validate_public_origin(&self) -> Result<(), ConfigError> {
@@ -1725,5 +1869,93 @@ mod tests {
             c.redis.unwrap().connection_url().unwrap().expose(),
             "redis://:pw@127.0.0.1:6379"
         );
+    }
+
+    fn provider_toml(extra: &str) -> String {
+        format!(
+            "[[identity_providers]]\nid = \"corp\"\nissuer = \"https://idp.example.com/realms/main\"\nclient_id = \"bffgate\"\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn identity_providers_are_parsed_with_defaults_and_their_secret_file_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = secret_file(&dir, "corp-secret", "s3cret-value\n");
+        let file = toml_file(&provider_toml(&format!(
+            "client_secret_file = {secret:?}\ndisplay_name = \"Corp SSO\"\nroles_claim = \"groups\""
+        )));
+        let c = Config::load_from(Some(file.path()), env(&[])).unwrap();
+        let p = &c.identity_providers[0];
+        assert_eq!(p.id, "corp");
+        assert_eq!(p.label(), "Corp SSO");
+        assert_eq!(p.scopes, ["openid", "email", "profile"]);
+        assert!(p.create_users && !p.link_by_verified_email);
+        assert_eq!(p.roles_claim.as_deref(), Some("groups"));
+        assert_eq!(p.client_secret().unwrap().unwrap().expose(), "s3cret-value");
+        let shown = format!("{c:?}{}", serialised(&c));
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+        assert!(shown.contains("corp-secret"), "{shown}");
+    }
+
+    #[test]
+    fn identity_providers_refuse_unknown_keys_and_bad_values_naming_the_provider() {
+        for (extra, needle) in [
+            ("colour = \"red\"", "colour"),
+            ("scopes = [\"email\"]", "openid"),
+            ("scopes = [\"openid\", \"a b\"]", "one non-empty word"),
+            ("display_name = \"\"", "display_name"),
+        ] {
+            let file = toml_file(&provider_toml(extra));
+            let err = Config::load_from(Some(file.path()), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
+        for (id, issuer) in [
+            ("Corp", "https://idp.example.com"),
+            ("../x", "https://idp.example.com"),
+            ("a%2f", "https://idp.example.com"),
+            ("", "https://idp.example.com"),
+            ("corp", "http://idp.example.com"),
+            ("corp", "https://idp.example.com/?a=b"),
+            ("corp", "not a url"),
+        ] {
+            let text = format!(
+                "[[identity_providers]]\nid = {id:?}\nissuer = {issuer:?}\nclient_id = \"c\"\n"
+            );
+            let err = Config::load_from(Some(toml_file(&text).path()), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("identity_providers"), "{id} {issuer}: {err}");
+        }
+        let loopback = "[[identity_providers]]\nid = \"dev\"\nissuer = \"http://127.0.0.1:9000\"\nclient_id = \"c\"\n";
+        Config::load_from(Some(toml_file(loopback).path()), env(&[])).unwrap();
+    }
+
+    #[test]
+    fn identity_provider_ids_are_unique_and_secret_files_must_exist() {
+        let twice = format!("{}{}", provider_toml(""), provider_toml(""));
+        let err = Config::load_from(Some(toml_file(&twice).path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate id \"corp\""), "{err}");
+        let missing = provider_toml("client_secret_file = \"/nonexistent/secret\"");
+        let err = Config::load_from(Some(toml_file(&missing).path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("identity_providers.client_secret_file")
+                && err.contains("/nonexistent/secret"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = secret_file(&dir, "empty", "\n");
+        let err = Config::load_from(
+            Some(toml_file(&provider_toml(&format!("client_secret_file = {empty:?}"))).path()),
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("client_secret_file is empty"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod handlers;
 pub mod metrics;
+pub mod oidc;
 pub mod password;
 pub mod proxy;
 pub mod session;
@@ -32,6 +33,7 @@ use crate::{
     clock::{Clock, SystemClock},
     config::Config,
     handlers::{endpoint, metrics::metrics_endpoint, openapi},
+    oidc::{http::ProviderClient, IdentityProviders},
     password::Passwords,
     session::{SessionSettings, Sessions},
     store::{
@@ -137,6 +139,8 @@ pub struct Gateway {
     config: Config,
     state: Data<AppState>,
     cookies: CookieSettings,
+    /// The OpenID providers users may sign in with (`[[identity_providers]]`).
+    providers: Data<IdentityProviders>,
     /// The HTTPS listener's certificate (`[tls]`); none: plain HTTP.
     tls: Option<Arc<ServedCert>>,
 }
@@ -216,10 +220,13 @@ impl Gateway {
             clock,
             SessionSettings::from_config(&config),
         );
+        let providers =
+            Data::new(IdentityProviders::from_config(&config).map_err(BuildError::Setup)?);
         Ok(Self {
             config,
             state: Data::new(AppState { sessions, signer }),
             cookies,
+            providers,
             tls,
         })
     }
@@ -237,6 +244,7 @@ impl Gateway {
             config,
             state,
             cookies,
+            providers,
             tls,
         } = self;
         let origin = Data::new(PublicOrigin(config.origin()));
@@ -276,6 +284,8 @@ impl Gateway {
                 .app_data(metrics_handle.clone())
                 .app_data(document.clone())
                 .app_data(body_timeout.clone())
+                .app_data(providers.clone())
+                .app_data(Data::new(ProviderClient::new()))
                 .wrap(cookie_data.middleware())
                 .wrap(from_fn(cookie::clear_when_marked))
                 // Before anything reads (and caches) the request's cookies: only the exact
@@ -285,6 +295,15 @@ impl Gateway {
                 .wrap(from_fn(body_timeout::limit))
                 .wrap(from_fn(log_request))
                 .configure(handlers::endpoints)
+                // The sign-in flow's navigations and the provider's back-channel call cannot
+                // carry X-CSRF; each guards itself (see handlers::oidc). Registered before
+                // /auth, which would otherwise claim these paths.
+                .service(
+                    actix::scope("/auth/oidc")
+                        .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
+                        .configure(handlers::oidc::flow_endpoints)
+                        .default_service(actix::to(handlers::unknown)),
+                )
                 .service(
                     actix::scope("/auth")
                         .wrap(from_fn(csrf::require))

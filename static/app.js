@@ -260,15 +260,58 @@ function wire() {
   setInterval(tick, 1000);
 }
 
-/** First load: signed in already, or the sign-in form (no message). */
+/** What a failed sign-in through an identity provider (`?login_error=<code>`) tells the user. */
+const providerErrors = {
+  access_denied: 'Sign-in was cancelled at the identity provider.',
+  provider_unavailable: 'The identity provider cannot be reached right now. Try again later.',
+  account_refused: 'This account may not sign in here. Ask your administrator.',
+  unavailable: 'The service is temporarily unavailable. Try again in a moment.',
+};
+
+/** The sign-in error the gateway sent this page to show, removed from the address bar. */
+function takeLoginError() {
+  const params = new URLSearchParams(window.location.search);
+  const code = params.get('login_error');
+  if (!code) return '';
+  params.delete('login_error');
+  const query = params.toString();
+  window.history.replaceState(null, '', window.location.pathname + (query ? `?${query}` : '') + window.location.hash);
+  return providerErrors[code] || 'Sign-in through the identity provider did not complete. Please try again.';
+}
+
+/** One "Sign in with …" link per identity provider the gateway offers. */
+async function loadProviders() {
+  let providers;
+  try {
+    providers = await call('/auth/providers');
+  } catch {
+    return;
+  }
+  const box = $('providers');
+  box.querySelectorAll('a.provider').forEach((a) => a.remove());
+  const returnTo = window.location.pathname + window.location.search;
+  for (const p of providers) {
+    const link = document.createElement('a');
+    link.className = 'provider';
+    link.dataset.provider = p.id;
+    link.href = `/auth/oidc/${encodeURIComponent(p.id)}/start?return_to=${encodeURIComponent(returnTo)}`;
+    link.textContent = `Sign in with ${p.name}`;
+    box.append(link);
+  }
+  box.hidden = providers.length === 0;
+}
+
+/** First load: signed in already, or the sign-in form (with a provider's error, if any). */
 async function start() {
   wire();
+  const loginError = takeLoginError();
+  loadProviders();
   try {
     session = await call('/auth/session');
     render();
     await Promise.all([loadSessions(), loadNotes()]);
   } catch (e) {
-    signedOut(e instanceof SignedOut ? '' : e.message);
+    signedOut(loginError || (e instanceof SignedOut ? '' : e.message));
   }
 }
 

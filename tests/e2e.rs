@@ -15,8 +15,13 @@ use std::{
     time::Duration,
 };
 
+use bffgate::config::{Config, IdentityProviderConfig, SecretFile};
 use bffgate::demo::{DEMO_EMAIL, DEMO_PASSWORD};
-use common::{eventually, free_port, test_config, ChildProcess, COOKIE};
+use common::{
+    eventually, free_port,
+    oidc_provider::{TestProvider, CLIENT_ID, CLIENT_SECRET},
+    test_config, ChildProcess, COOKIE,
+};
 use fantoccini::{elements::Element, wd::WindowHandle, Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -86,10 +91,14 @@ struct World {
 
 impl World {
     async fn start() -> Self {
-        let mut config = test_config();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_with(test_config(), listener).await
+    }
+
+    /// [`World::start`] with `config` (its session lifetimes set here), on `listener`.
+    async fn start_with(mut config: Config, listener: TcpListener) -> Self {
         config.session.access_ttl = ACCESS_TTL;
         config.session.refresh_before = Duration::from_secs(1);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let stack = bffgate::demo::start(config, listener)
             .await
@@ -491,5 +500,99 @@ async fn revoking_the_current_session_from_the_list_signs_that_tab_out() {
     // The other session lives on.
     let session = other.get(format!("{}/auth/session", w.base));
     assert_eq!(common::status(session).await, 200);
+    w.close().await;
+}
+
+#[actix_web::test]
+async fn signs_in_with_the_identity_provider_and_calls_the_api() {
+    // The app on localhost, the provider on 127.0.0.1: two sites, so the way back from the
+    // provider is a cross-site navigation, as in production.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let origin = format!(
+        "http://localhost:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let provider = TestProvider::start_at(
+        "127.0.0.1",
+        free_port(),
+        TestProvider::client_for(&[&origin], "corp"),
+    )
+    .await;
+    let secrets = tempfile::tempdir().expect("dir");
+    let secret = secrets.path().join("client-secret");
+    std::fs::write(&secret, CLIENT_SECRET).expect("secret");
+    let mut config = test_config();
+    config.public_origin = origin.clone();
+    config.identity_providers = vec![IdentityProviderConfig {
+        id: "corp".into(),
+        display_name: Some("Corp SSO".into()),
+        issuer: provider.issuer.clone(),
+        client_id: CLIENT_ID.into(),
+        client_secret_file: Some(
+            SecretFile::load(secret, "identity_providers.client_secret_file").expect("secret"),
+        ),
+        scopes: vec!["openid".into(), "email".into(), "profile".into()],
+        link_by_verified_email: false,
+        create_users: true,
+        roles_claim: None,
+    }];
+    let w = World::start_with(config, listener).await;
+    w.open().await;
+    w.visible("login-view").await;
+    let button = w.find("a.provider[data-provider=corp]").await;
+    assert_eq!(button.text().await.expect("label"), "Sign in with Corp SSO");
+
+    let began = std::time::Instant::now();
+    button.click().await.expect("click");
+    // The provider's own login form (any login, any password).
+    w.type_into("input[name=login]", "alice").await;
+    w.type_into("input[name=password]", "any password").await;
+    w.click("button[type=submit]").await;
+    w.visible("app-view").await;
+    assert_eq!(w.text("#user-email").await, "alice@example.com");
+    let elapsed = began.elapsed();
+    eprintln!("click to signed in through the provider in Chromium: {elapsed:?}");
+    assert_eq!(
+        w.browser.current_url().await.expect("url").as_str(),
+        format!("{origin}/"),
+        "back on the app, no error in the address bar"
+    );
+    assert_eq!(w.script("return document.cookie;", vec![]).await, "");
+    assert!(
+        w.browser.get_named_cookie("__Host-bff-oidc").await.is_err(),
+        "the flow cookie is gone"
+    );
+
+    let me = w.call_me().await;
+    assert_eq!(me["email"], "alice@example.com");
+    let png = w.browser.screenshot().await.expect("screenshot");
+    std::fs::write(artifacts().join("signed-in-with-provider.png"), png).expect("saved");
+    w.close().await;
+}
+
+#[actix_web::test]
+async fn a_provider_error_is_shown_on_the_sign_in_form() {
+    let w = World::start().await;
+    w.browser
+        .goto(&format!("{}/?login_error=access_denied", w.base))
+        .await
+        .expect("page loads");
+    w.visible("login-error").await;
+    assert_eq!(
+        w.text("#login-error").await,
+        "Sign-in was cancelled at the identity provider."
+    );
+    assert_eq!(
+        w.browser.current_url().await.expect("url").as_str(),
+        format!("{}/", w.base),
+        "the code is taken off the address bar"
+    );
+    // No provider is configured: no button.
+    assert!(w
+        .find("#providers[hidden]")
+        .await
+        .is_displayed()
+        .await
+        .is_ok());
     w.close().await;
 }

@@ -35,7 +35,8 @@ pub fn endpoints(cfg: &mut ServiceConfig) {
         .service(endpoint("/logout-all", Method::POST, logout_all))
         .service(endpoint("/session", Method::GET, current))
         .service(endpoint("/sessions", Method::GET, list))
-        .service(endpoint("/sessions/{id}", Method::DELETE, revoke));
+        .service(endpoint("/sessions/{id}", Method::DELETE, revoke))
+        .service(endpoint("/providers", Method::GET, super::oidc::providers));
 }
 
 /// Longest email a login accepts, in characters (64 for the local part, `@`, 255 for the

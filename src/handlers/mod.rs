@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod health;
 pub mod metrics;
+pub mod oidc;
 pub mod openapi;
 pub mod responses;
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use super::{auth, health, metrics};
+use super::{auth, health, metrics, oidc};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,7 @@ use super::{auth, health, metrics};
         auth::current,
         auth::list,
         auth::revoke,
+        oidc::providers,
         health::healthz,
         health::readyz,
         health::jwks,

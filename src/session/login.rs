@@ -59,6 +59,52 @@ impl Sessions {
         Ok(signed_in)
     }
 
+    /// Opens a session for a user whom someone else authenticated (an identity provider,
+    /// named by `via` in the log): the rest of a password login — a disabled user is refused
+    /// (one answer, as for a wrong password), a replaced cookie's family is ended, and the
+    /// session is opened, counted and logged exactly as [`Sessions::login`] does.
+    pub async fn sign_in_verified(
+        &self,
+        user: &UserRecord,
+        via: &str,
+        client: ClientInfo,
+        previous: Option<CookieTokens>,
+    ) -> Result<Authenticated, SessionError> {
+        if user.disabled {
+            refused(LoginFailure::Disabled, Some(&user.id), &client);
+            return Err(SessionError::BadCredentials);
+        }
+        let now = self.now();
+        if let Some(previous) = previous {
+            self.end_replaced(&previous, now).await?;
+        }
+        let signed_in = self.open_session(user, &client, now).await?;
+        metrics::login(metrics::Login::Ok);
+        tracing::info!(event = "login", via, user = %user.id, family = %signed_in.session.id, ip = %client.ip, "session opened");
+        Ok(signed_in)
+    }
+
+    /// Ends the families an identity provider's logout named (reason `provider_logout`):
+    /// counted, and their streams in this process closed, as every revocation is. Returns how
+    /// many were live.
+    pub async fn end_provider_sessions(
+        &self,
+        family_ids: &[String],
+    ) -> Result<usize, SessionError> {
+        let now = self.now();
+        let mut live = 0;
+        for family_id in family_ids {
+            if self
+                .end_family(family_id, RevokeReason::ProviderLogout, now)
+                .await?
+                == crate::store::RevokeOutcome::Revoked
+            {
+                live += 1;
+            }
+        }
+        Ok(live)
+    }
+
     /// Looks the user up and verifies the password. Argon2 runs for an unknown email too
     /// (against a dummy hash), so the time taken tells nothing.
     async fn check_credentials(

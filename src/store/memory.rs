@@ -11,8 +11,9 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    family_expiry, FamilyInfo, FamilyState, NewFamily, Reservation, RevokeOutcome, RevokeReason,
-    RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+    family_expiry, FamilyInfo, FamilyState, NewFamily, ProviderScope, ProviderSession, Reservation,
+    RevokeOutcome, RevokeReason, RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy,
+    UserRecord,
 };
 use crate::{clock::Millis, tokens::hashes_equal};
 
@@ -62,6 +63,19 @@ struct Inner {
     user_families: HashMap<String, HashSet<String>>,
     /// Throttle key → (failures, lock end, forget at).
     throttles: HashMap<String, (u64, Millis, Millis)>,
+    /// (provider, subject) → user id.
+    identity_links: HashMap<(String, String), String>,
+    /// (provider, `sub:<subject>` or `sid:<sid>`) → (family ids, forget at).
+    provider_families: HashMap<(String, String), (HashSet<String>, Millis)>,
+}
+
+/// The memory store's index key of a provider scope.
+fn scope_key(provider: &str, scope: ProviderScope<'_>) -> (String, String) {
+    let name = match scope {
+        ProviderScope::Subject(sub) => format!("sub:{sub}"),
+        ProviderScope::Session(sid) => format!("sid:{sid}"),
+    };
+    (provider.to_owned(), name)
 }
 
 /// A copy of a [`MemoryStore`]'s content.
@@ -339,5 +353,64 @@ impl Store for MemoryStore {
     async fn throttle_reset(&self, key: &str) -> Result<(), StoreError> {
         self.lock()?.throttles.remove(key);
         Ok(())
+    }
+
+    async fn linked_user(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()?
+            .identity_links
+            .get(&(provider.to_owned(), subject.to_owned()))
+            .cloned())
+    }
+
+    async fn link_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+        user_id: &str,
+    ) -> Result<String, StoreError> {
+        Ok(self
+            .lock()?
+            .identity_links
+            .entry((provider.to_owned(), subject.to_owned()))
+            .or_insert_with(|| user_id.to_owned())
+            .clone())
+    }
+
+    async fn record_provider_session(&self, session: &ProviderSession) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        let scopes = std::iter::once(ProviderScope::Subject(&session.subject))
+            .chain(session.sid.as_deref().map(ProviderScope::Session));
+        for scope in scopes {
+            let entry = inner
+                .provider_families
+                .entry(scope_key(&session.provider, scope))
+                .or_insert_with(|| (HashSet::new(), session.until));
+            if entry.1 <= session.now {
+                entry.0.clear();
+            }
+            entry.0.insert(session.family_id.clone());
+            entry.1 = entry.1.max(session.until);
+        }
+        Ok(())
+    }
+
+    async fn provider_families(
+        &self,
+        provider: &str,
+        scope: ProviderScope<'_>,
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        let inner = self.lock()?;
+        Ok(
+            match inner.provider_families.get(&scope_key(provider, scope)) {
+                Some((ids, until)) if *until > now => ids.iter().cloned().collect(),
+                _ => Vec::new(),
+            },
+        )
     }
 }

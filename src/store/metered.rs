@@ -6,8 +6,9 @@ use std::{future::Future, sync::Arc, time::Instant};
 use async_trait::async_trait;
 
 use super::{
-    FamilyInfo, FamilyState, Liveness, NewFamily, Reservation, RevokeOutcome, RevokeReason,
-    RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+    FamilyInfo, FamilyState, Liveness, NewFamily, ProviderScope, ProviderSession, Reservation,
+    RevokeOutcome, RevokeReason, RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy,
+    UserRecord,
 };
 use crate::clock::Millis;
 
@@ -116,5 +117,47 @@ impl Store for Metered {
 
     async fn throttle_reset(&self, key: &str) -> Result<(), StoreError> {
         timed("throttle_reset", self.0.throttle_reset(key)).await
+    }
+
+    async fn linked_user(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError> {
+        timed("linked_user", self.0.linked_user(provider, subject)).await
+    }
+
+    async fn link_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+        user_id: &str,
+    ) -> Result<String, StoreError> {
+        timed(
+            "link_identity",
+            self.0.link_identity(provider, subject, user_id),
+        )
+        .await
+    }
+
+    async fn record_provider_session(&self, session: &ProviderSession) -> Result<(), StoreError> {
+        timed(
+            "record_provider_session",
+            self.0.record_provider_session(session),
+        )
+        .await
+    }
+
+    async fn provider_families(
+        &self,
+        provider: &str,
+        scope: ProviderScope<'_>,
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        timed(
+            "provider_families",
+            self.0.provider_families(provider, scope, now),
+        )
+        .await
     }
 }

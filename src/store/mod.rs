@@ -55,6 +55,9 @@ pub enum RevokeReason {
     /// The browser was ahead of the store by more than the one step its cookie can prove
     /// (DESIGN.md §5 "Lost writes"): the family cannot go on, but nobody is accused of theft.
     StoreBehind,
+    /// The identity provider that signed the user in ended their session there (OpenID
+    /// Connect back-channel logout).
+    ProviderLogout,
 }
 
 impl RevokeReason {
@@ -68,6 +71,7 @@ impl RevokeReason {
             Self::Replaced => "replaced",
             Self::PasswordChanged => "password_changed",
             Self::StoreBehind => "store_behind",
+            Self::ProviderLogout => "provider_logout",
         }
     }
 }
@@ -207,6 +211,32 @@ pub enum RotateOutcome {
     Expired,
 }
 
+/// A session an identity provider opened: which family its sign-in created, under which
+/// subject and (if the provider names one) which provider session. Back-channel logout finds
+/// the families to end through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSession {
+    /// The provider's configured id.
+    pub provider: String,
+    /// The ID token's `sub`.
+    pub subject: String,
+    /// The ID token's `sid`, when the provider sends one.
+    pub sid: Option<String>,
+    pub family_id: String,
+    pub now: Millis,
+    /// When the family ends at the latest (its `abs_exp`): the index may be forgotten then.
+    pub until: Millis,
+}
+
+/// Which of a provider's sessions a back-channel logout ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderScope<'a> {
+    /// Every session of this subject (`sub`).
+    Subject(&'a str),
+    /// The one provider session (`sid`).
+    Session(&'a str),
+}
+
 /// How login attempts turn into delays: the first `free` attempts under one key are free; the
 /// attempt that reaches `free` starts a delay of `base_ms`, and each attempt after a delay
 /// has run out doubles it, up to `max_ms`. While a delay runs, attempts are refused and not
@@ -303,6 +333,33 @@ pub trait Store: Send + Sync + 'static {
     async fn throttle_refund(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets `key`'s failures.
     async fn throttle_reset(&self, key: &str) -> Result<(), StoreError>;
+
+    // Identity providers (OpenID Connect): user links and the sessions they opened.
+
+    /// The user `subject` at `provider` is linked to, if any.
+    async fn linked_user(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// Links `subject` at `provider` to `user_id` unless it is linked already, atomically;
+    /// returns the user it is linked to now (the first link wins a race).
+    async fn link_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+        user_id: &str,
+    ) -> Result<String, StoreError>;
+    /// Remembers which subject and provider session opened a family.
+    async fn record_provider_session(&self, session: &ProviderSession) -> Result<(), StoreError>;
+    /// The families opened at `provider` within `scope` (may name families that have since
+    /// ended; revoking one of those is harmless).
+    async fn provider_families(
+        &self,
+        provider: &str,
+        scope: ProviderScope<'_>,
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError>;
 }
 
 /// Revokes every live family of a user; returns how many were live.

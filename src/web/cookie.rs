@@ -170,6 +170,59 @@ impl CookieSettings {
             .finish()
     }
 
+    /// The sign-in flow cookie's name (OpenID Connect, `oidc`): the session cookie's name with
+    /// `-oidc`, so it keeps the `__Host-` prefix and its rules.
+    pub fn flow_name(&self) -> String {
+        format!("{}-oidc", self.name)
+    }
+
+    /// The sign-in flow cookie holding `plain`, sealed under the cookie key (AES-256-GCM,
+    /// the cookie's name bound in, so it can never pass for the session cookie). `SameSite=Lax`
+    /// because the callback that reads it is a cross-site top-level navigation; it lives
+    /// `max_age` and is removed by the callback, whatever its outcome.
+    pub fn flow_cookie(&self, plain: String, max_age: Duration) -> Cookie<'static> {
+        let name = self.flow_name();
+        let mut jar = CookieJar::new();
+        jar.private_mut(&self.key)
+            .add(Cookie::new(name.clone(), plain));
+        let sealed = jar
+            .get(&name)
+            .map(|c| c.value().to_owned())
+            .unwrap_or_default();
+        Cookie::build(name, sealed)
+            .path("/")
+            .secure(self.secure)
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .max_age(CookieDuration::seconds(
+                i64::try_from(max_age.as_secs()).unwrap_or(600),
+            ))
+            .finish()
+    }
+
+    /// The plain content of the request's flow cookie, if it carries one that opens.
+    pub fn open_flow(&self, req: &HttpRequest) -> Option<String> {
+        let name = self.flow_name();
+        let sent = req.cookie(&name)?;
+        let mut jar = CookieJar::new();
+        jar.add_original(Cookie::new(name.clone(), sent.value().to_owned()));
+        jar.private(&self.key)
+            .get(&name)
+            .map(|c| c.value().to_owned())
+    }
+
+    /// A `Set-Cookie` that removes the flow cookie.
+    pub fn flow_removal(&self) -> Cookie<'static> {
+        let mut cookie = Cookie::build(self.flow_name(), "")
+            .path("/")
+            .secure(self.secure)
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .finish();
+        cookie.make_removal();
+        cookie
+    }
+
     /// Did the request carry a session cookie at all (whether or not it opens)?
     pub fn is_present(&self, req: &HttpRequest) -> bool {
         req.cookie(&self.name).is_some()

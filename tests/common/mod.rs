@@ -10,6 +10,7 @@
 pub mod family_dump;
 pub mod fault;
 pub mod instances;
+pub mod oidc_provider;
 pub mod process;
 pub mod topologies;
 pub mod upstream;
@@ -284,6 +285,12 @@ impl TestGateway {
     /// Another gateway instance on the store `config` names, whose users exist already.
     pub async fn join(config: Config) -> Self {
         Self::serve(config, TcpListener::bind("127.0.0.1:0").expect("bind"))
+    }
+
+    /// Another gateway instance on the store `config` names, on a listener the test bound
+    /// already (its URL had to be known first, e.g. to register it at an identity provider).
+    pub fn join_on(config: Config, listener: TcpListener) -> Self {
+        Self::serve(config, listener)
     }
 
     /// Starts a gateway on the memory store, for tests where Redis is not the point.

@@ -15,6 +15,7 @@ mod deploy;
 mod http_auth;
 mod liveness_tracking;
 mod lost_writes;
+mod oidc;
 mod operations;
 mod properties;
 mod proxy;

@@ -337,6 +337,7 @@ async fn openapi_document_matches_the_routes_that_exist() {
         ("GET", "/auth/session"),
         ("GET", "/auth/sessions"),
         ("DELETE", "/auth/sessions/{id}"),
+        ("GET", "/auth/providers"),
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),

@@ -10,9 +10,9 @@ use crate::common;
 use bffgate::{
     clock::{Clock as _, Millis, SystemClock},
     store::{
-        memory::MemoryStore, revoke_user_families, FamilyState, Liveness, NewFamily, Reservation,
-        RevokeOutcome, RevokeReason, RotateOutcome, RotateRequest, Store, StoreError,
-        ThrottlePolicy, UserRecord,
+        memory::MemoryStore, revoke_user_families, FamilyState, Liveness, NewFamily, ProviderScope,
+        ProviderSession, Reservation, RevokeOutcome, RevokeReason, RotateOutcome, RotateRequest,
+        Store, StoreError, ThrottlePolicy, UserRecord,
     },
     tokens::new_id,
 };
@@ -653,6 +653,81 @@ async fn liveness_agrees_with_the_family_state(store: Arc<dyn Store>) {
     );
 }
 
+async fn identity_links_are_per_provider_and_the_first_link_wins(store: Arc<dyn Store>) {
+    // Subjects are the provider's strings: braces and spaces must not matter.
+    let sub = "248289761001 {tag} ü";
+    assert_eq!(store.linked_user("corp", sub).await.unwrap(), None);
+    assert_eq!(
+        store.link_identity("corp", sub, "user-a").await.unwrap(),
+        "user-a"
+    );
+    // A concurrent second sign-in that created another user loses: the first link stays.
+    assert_eq!(
+        store.link_identity("corp", sub, "user-b").await.unwrap(),
+        "user-a"
+    );
+    assert_eq!(
+        store.linked_user("corp", sub).await.unwrap().as_deref(),
+        Some("user-a")
+    );
+    // The same subject at another provider is another identity.
+    assert_eq!(store.linked_user("other", sub).await.unwrap(), None);
+    let racers = (0..8).map(|i| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .link_identity("race", "s", &format!("u{i}"))
+                .await
+                .unwrap()
+        }
+    });
+    let winners = futures_util::future::join_all(racers).await;
+    assert!(winners.iter().all(|w| *w == winners[0]), "{winners:?}");
+}
+
+async fn provider_sessions_index_families_by_subject_and_session(store: Arc<dyn Store>) {
+    let now = SystemClock.now_ms();
+    let opened = |family: &str, sid: Option<&str>| ProviderSession {
+        provider: "corp".into(),
+        subject: "alice {x}".into(),
+        sid: sid.map(Into::into),
+        family_id: family.into(),
+        now,
+        until: now + MAX,
+    };
+    for (family, sid) in [("f1", Some("sid-1")), ("f2", Some("sid-2")), ("f3", None)] {
+        store
+            .record_provider_session(&opened(family, sid))
+            .await
+            .unwrap();
+    }
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let subject = store
+        .provider_families("corp", ProviderScope::Subject("alice {x}"), now)
+        .await
+        .unwrap();
+    assert_eq!(sorted(subject), ["f1", "f2", "f3"]);
+    let one = store
+        .provider_families("corp", ProviderScope::Session("sid-2"), now)
+        .await
+        .unwrap();
+    assert_eq!(one, ["f2"]);
+    for (provider, scope) in [
+        ("other", ProviderScope::Subject("alice {x}")),
+        ("corp", ProviderScope::Subject("bob")),
+        ("corp", ProviderScope::Session("sid-3")),
+    ] {
+        assert!(store
+            .provider_families(provider, scope, now)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
+
 macro_rules! acceptance_suite {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -729,6 +804,8 @@ acceptance_suite!(
     throttle_forgets_after_the_window_on_reset_and_takes_refunds,
     parallel_reservations_grant_exactly_the_free_allowance,
     liveness_agrees_with_the_family_state,
+    identity_links_are_per_provider_and_the_first_link_wins,
+    provider_sessions_index_families_by_subject_and_session,
 );
 
 #[tokio::test]

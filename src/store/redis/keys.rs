@@ -7,6 +7,12 @@
 //! - `<prefix>user:{<uid>}:fams` set of family ids (may hold dead ids; pruned when listed).
 //! - `<prefix>email:<email>` → uid, and `<prefix>users` set of uids.
 //! - `<prefix>thr:<key>` hash: one throttle counter `{n, until, forget}`.
+//! - `<prefix>idp:<provider>:link:<h(sub)>` → uid: the user an identity provider's subject
+//!   is linked to; `<prefix>idp:<provider>:sub:<h(sub)>:fams` and
+//!   `<prefix>idp:<provider>:sid:<h(sid)>:fams` sets of the family ids that subject or
+//!   provider session opened (for back-channel logout; they may hold dead ids). `h` is the
+//!   hex SHA-256 of the provider's value, so that no `{` from a provider moves a key's slot
+//!   and no key grows with it.
 //!
 //! Hash tags: Redis Cluster places a key by the part inside its first `{…}`. Every key of one
 //! family carries `{<fid>}`, so the scripts that touch a family and its sealed successor
@@ -72,4 +78,27 @@ impl Keys {
     pub(super) fn users(&self) -> String {
         format!("{}users", self.prefix)
     }
+
+    /// The user link of a provider's subject.
+    pub(super) fn identity_link(&self, provider: &str, subject: &str) -> String {
+        format!("{}idp:{provider}:link:{}", self.prefix, hex_sha256(subject))
+    }
+
+    /// The families one subject (`scope = "sub"`) or one provider session (`"sid"`) opened.
+    pub(super) fn provider_families(&self, provider: &str, scope: &str, value: &str) -> String {
+        format!(
+            "{}idp:{provider}:{scope}:{}:fams",
+            self.prefix,
+            hex_sha256(value)
+        )
+    }
+}
+
+/// Lower-case hex of the SHA-256 of `value`.
+fn hex_sha256(value: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

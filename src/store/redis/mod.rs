@@ -4,6 +4,7 @@
 //! reads the hashes. The scripts live in `src/store/lua/`, each with a header that lists its
 //! `KEYS`, `ARGV` and reply.
 
+mod identity;
 mod keys;
 mod pool;
 mod records;
@@ -15,8 +16,9 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, Script};
 
 use super::{
-    family_expiry, FamilyInfo, FamilyState, Liveness, NewFamily, Reservation, RevokeOutcome,
-    RevokeReason, RotateOutcome, RotateRequest, Store, StoreError, ThrottlePolicy, UserRecord,
+    family_expiry, FamilyInfo, FamilyState, Liveness, NewFamily, ProviderScope, ProviderSession,
+    Reservation, RevokeOutcome, RevokeReason, RotateOutcome, RotateRequest, Store, StoreError,
+    ThrottlePolicy, UserRecord,
 };
 use crate::clock::Millis;
 use keys::Keys;
@@ -514,5 +516,37 @@ impl Store for RedisStore {
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)
+    }
+
+    // Identity providers: see `identity.rs`.
+
+    async fn linked_user(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.identity_linked_user(provider, subject).await
+    }
+
+    async fn link_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+        user_id: &str,
+    ) -> Result<String, StoreError> {
+        self.identity_link(provider, subject, user_id).await
+    }
+
+    async fn record_provider_session(&self, session: &ProviderSession) -> Result<(), StoreError> {
+        self.identity_record_session(session).await
+    }
+
+    async fn provider_families(
+        &self,
+        provider: &str,
+        scope: ProviderScope<'_>,
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        self.identity_families(provider, scope, now).await
     }
 }
