@@ -217,6 +217,7 @@ med() { tr ' ' '\n' <<<"${R[$1]}" | grep -v '^$' | median; }
 echo "revocation delay across two instances ($REVOCATIONS logouts)…" >&2
 read -r REV_P50 REV_P99 REV_MAX REV_FIRST <<<"$("$TOOL" revocation "http://127.0.0.1:$GW_PORT" \
   "http://127.0.0.1:$GW2_PORT" bench@example.com 'a benchmark password' "$REVOCATIONS")"
+[ -n "$REV_FIRST" ] || { echo "revocation: no measurement" >&2; exit 1; }
 
 # Refresh rotation: CHAINS independent sessions, each presenting the cookie its previous
 # refresh returned (one wrk connection per chain).

@@ -147,6 +147,7 @@ async fn revocation(a: &str, b: &str, email: &str, password: &str, n: usize) -> 
     let session_status = |cookie: &str| {
         client
             .get(format!("{b}/auth/session"))
+            .header("x-csrf", "1")
             .header("cookie", cookie)
             .send()
     };

@@ -110,8 +110,11 @@ pub fn to_upstream(
             out.append(name.clone(), value.clone());
         }
     }
-    if let Some(cookies) = filter_cookies(incoming, allow_cookies, gateway_cookie) {
-        out.insert(header::COOKIE, cookies);
+    // Most routes forward no cookie at all: then the browser's are not even read.
+    if !allow_cookies.is_empty() {
+        if let Some(cookies) = filter_cookies(incoming, allow_cookies, gateway_cookie) {
+            out.insert(header::COOKIE, cookies);
+        }
     }
     if let Some(token) = bearer {
         if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {

@@ -106,7 +106,8 @@ impl Sessions {
     }
 
     /// Looks the user up and verifies the password. Argon2 runs for an unknown email too
-    /// (against a dummy hash), so the time taken tells nothing.
+    /// (against a dummy hash), and for a user without a password (one who signs in through an
+    /// identity provider), so the time taken tells nothing.
     async fn check_credentials(
         &self,
         email: &str,
@@ -115,7 +116,12 @@ impl Sessions {
         let user = self.store.user_by_email(email).await?;
         let ok = self
             .passwords
-            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .verify(
+                password,
+                user.as_ref()
+                    .map(|u| u.password_hash.clone())
+                    .filter(|hash| !hash.is_empty()),
+            )
             .await
             .map_err(|e| SessionError::Internal(e.to_string()))?;
         Ok(match user {

@@ -263,41 +263,38 @@ pub async fn exact_name_only(
 /// Rewrites `headers`' `Cookie` headers as [`exact_name_only`] says, if anything is dropped.
 /// Public for the property tests and fuzz targets (it is what the browser's header meets).
 pub fn keep_exact_name(headers: &mut header::HeaderMap, name: &str) {
-    let pairs: Vec<Vec<u8>> = headers
-        .get_all(header::COOKIE)
-        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-        .map(|pair| pair.trim_ascii().to_vec())
-        .filter(|pair| !pair.is_empty())
-        .collect();
-    let name_of = |pair: &[u8]| -> Vec<u8> {
-        match pair.iter().position(|b| *b == b'=') {
-            Some(at) => pair[..at].to_vec(),
-            None => Vec::new(),
-        }
-    };
-    let exact = pairs
-        .iter()
-        .filter(|p| name_of(p) == name.as_bytes())
-        .count();
-    let kept: Vec<&Vec<u8>> = pairs
-        .iter()
-        .filter(|p| {
+    // Judged on borrowed slices: nothing is copied unless a pair is dropped (the rare case).
+    let name_of = |pair: &[u8]| -> usize { pair.iter().position(|b| *b == b'=').unwrap_or(0) };
+    let (joined, exact) = {
+        let pairs: Vec<&[u8]> = headers
+            .get_all(header::COOKIE)
+            .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+            .map(<[u8]>::trim_ascii)
+            .filter(|pair| !pair.is_empty())
+            .collect();
+        let exact = pairs
+            .iter()
+            .filter(|p| &p[..name_of(p)] == name.as_bytes())
+            .count();
+        let keep = |p: &&[u8]| {
             // actix-web reads no cookie at all from a header that is not UTF-8: one planted
             // pair would hide the session cookie.
             if std::str::from_utf8(p).is_err() {
                 return false;
             }
-            let raw = name_of(p);
+            let raw = &p[..name_of(p)];
             if raw == name.as_bytes() {
                 exact == 1
             } else {
-                !could_be_named(&raw, name)
+                !could_be_named(raw, name)
             }
-        })
-        .collect();
-    if kept.len() == pairs.len() {
-        return;
-    }
+        };
+        if pairs.iter().all(keep) {
+            return;
+        }
+        let kept: Vec<&[u8]> = pairs.into_iter().filter(keep).collect();
+        (kept.join(&b"; "[..]), exact)
+    };
     if exact > 1 {
         tracing::warn!(
             event = "session_cookie_ambiguous",
@@ -306,11 +303,6 @@ pub fn keep_exact_name(headers: &mut header::HeaderMap, name: &str) {
         );
     }
     headers.remove(header::COOKIE);
-    let joined = kept
-        .iter()
-        .map(|p| p.as_slice())
-        .collect::<Vec<_>>()
-        .join(&b"; "[..]);
     if let Ok(value) = header::HeaderValue::from_bytes(&joined) {
         if !joined.is_empty() {
             headers.insert(header::COOKIE, value);

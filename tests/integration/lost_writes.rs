@@ -274,8 +274,7 @@ async fn a_sentinel_failover_that_loses_rotations_logs_nobody_out_and_accuses_no
         failover.stopped.set(stopped).expect("stopped once");
         // Until three rotations were acknowledged that the replica never got, or the window
         // is over (never longer than the pace: no browser may rotate twice in it).
-        while failover.unreplicated.load(Ordering::SeqCst) < 3 && stopped.elapsed() < UNREPLICATED
-        {
+        while failover.unreplicated.load(Ordering::SeqCst) < 3 && stopped.elapsed() < UNREPLICATED {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         failover.killed.set(Instant::now()).expect("killed once");

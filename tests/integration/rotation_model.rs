@@ -416,7 +416,7 @@ enum Backend {
 }
 
 enum Snapshot {
-    Memory(MemorySnapshot),
+    Memory(Box<MemorySnapshot>),
     Redis(FamilyDump),
 }
 
@@ -434,7 +434,7 @@ impl Backend {
 
     fn snapshot(&self, fid: &str) -> Snapshot {
         match self {
-            Self::Memory(m) => Snapshot::Memory(m.snapshot().unwrap()),
+            Self::Memory(m) => Snapshot::Memory(Box::new(m.snapshot().unwrap())),
             Self::Redis { conn, prefix, .. } => {
                 Snapshot::Redis(dump_family(&mut conn.lock().unwrap(), prefix, fid))
             }

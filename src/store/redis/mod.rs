@@ -349,7 +349,9 @@ impl Store for RedisStore {
     async fn family_liveness(&self, id: &str, now: Millis) -> Result<Liveness, StoreError> {
         let ticket = match &self.liveness {
             Some((source, cache)) => {
-                cache.start(Arc::clone(source), self.prefixes());
+                if !cache.is_started() {
+                    cache.start(Arc::clone(source), self.prefixes());
+                }
                 match cache.family(id) {
                     Ok(row) => return records::family_liveness(row, now),
                     Err(ticket) => Some((cache, ticket)),

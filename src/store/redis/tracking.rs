@@ -247,6 +247,11 @@ impl LivenessCache {
         self.changes.subscribe()
     }
 
+    /// Whether [`LivenessCache::start`] ran.
+    pub(super) fn is_started(&self) -> bool {
+        self.started.is_completed()
+    }
+
     /// Starts the tracker thread, once; it ends soon after the store is dropped.
     pub(super) fn start(self: &Arc<Self>, source: Arc<Source>, prefixes: Prefixes) {
         let cache = Arc::downgrade(self);
