@@ -166,6 +166,9 @@ impl Streams {
                             return;
                         };
                         match change {
+                            Ok(every) if every == crate::store::EVERY_FAMILY => {
+                                streams.all_changed()
+                            }
                             Ok(family_id) => streams.family_changed(&family_id),
                             Err(RecvError::Lagged(_)) => streams.all_changed(),
                             Err(RecvError::Closed) => return,

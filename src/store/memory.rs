@@ -252,6 +252,15 @@ impl Store for MemoryStore {
                 });
             }
         }
+        // A sibling past the grace window: a lost write's artefact, no replay (see the Lua).
+        let sibling = r.presented_generation == Some(f.info.generation)
+            && f.prev
+                .as_ref()
+                .is_some_and(|(prev, _)| cookie_previous(prev));
+        if sibling {
+            f.end(RevokeReason::StoreBehind);
+            return Ok(RotateOutcome::StoreBehindUnproven { user_id });
+        }
         match r.presented_generation {
             Some(ahead) if ahead > f.info.generation => {
                 if ahead == f.info.generation + 1 && cookie_previous(&f.cur) {

@@ -299,7 +299,8 @@ pub trait Store: Send + Sync + 'static {
         false
     }
     /// The ids of families whose records changed, as the backend reports them (Redis client
-    /// tracking); `None` when it reports nothing. Open streams re-check their session on it.
+    /// tracking), or [`EVERY_FAMILY`] when changes may have been missed; `None` when it reports
+    /// nothing. Open streams re-check their session on it.
     fn family_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         None
     }
@@ -361,6 +362,10 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Vec<String>, StoreError>;
 }
+
+/// What [`Store::family_changes`] sends when any family may have changed (not a family id:
+/// those are base64url).
+pub const EVERY_FAMILY: &str = "*";
 
 /// Revokes every live family of a user; returns how many were live.
 pub async fn revoke_user_families(

@@ -355,6 +355,12 @@ impl Model {
                 };
             }
         }
+        if f.prev.is_some() && presented.generation == f.gen && presented.previous == f.prev {
+            // A sibling past the grace window: ended, nobody accused.
+            f.revoked = Some("store_behind");
+            f.next = None;
+            return RotateOutcome::StoreBehindUnproven { user_id };
+        }
         if presented.generation > f.gen {
             if presented.generation == f.gen + 1 && presented.previous == Some(f.cur) {
                 advance(f, presented.secret, presented.generation + 1);

@@ -367,6 +367,34 @@ async fn a_sibling_of_the_current_secret_within_grace_gets_the_same_successor(
     ));
 }
 
+/// The same sibling after the grace window: still a lost write's artefact, not a replay of
+/// anything the store handed out — the family ends as `store_behind`, nobody is accused.
+async fn a_sibling_after_the_grace_window_ends_the_family_without_a_reuse_verdict(
+    store: Arc<dyn Store>,
+) {
+    const SHORT: Millis = 200;
+    let f = new_family(store.as_ref(), "u1", "h0").await;
+    let mut first = rotation(&f, "h0", "h1-again", f.t0 + 1);
+    first.grace_ms = SHORT;
+    store.rotate(&first).await.unwrap();
+    // Grace is judged by the store's clock (Redis TIME): real time must pass.
+    tokio::time::sleep(std::time::Duration::from_millis(SHORT as u64 + 100)).await;
+    let mut late = rotation_at(&f, ("h1", 1, Some("h0")), "x", f.t0 + 2 + SHORT);
+    late.grace_ms = SHORT;
+    assert_eq!(
+        store.rotate(&late).await.unwrap(),
+        RotateOutcome::StoreBehindUnproven {
+            user_id: f.uid.clone()
+        }
+    );
+    assert_eq!(
+        store.family(&f.id, f.t0 + 3 + SHORT).await.unwrap(),
+        FamilyState::Revoked {
+            reason: "store_behind".into()
+        }
+    );
+}
+
 async fn unknown_secret_revokes_family(store: Arc<dyn Store>) {
     let f = new_family(store.as_ref(), "u1", "h0").await;
     assert!(matches!(
@@ -792,6 +820,7 @@ acceptance_suite!(
     a_token_ahead_without_proof_ends_the_family_without_a_reuse_verdict,
     a_token_not_ahead_is_a_replay_whatever_its_cookie_claims,
     a_sibling_of_the_current_secret_within_grace_gets_the_same_successor,
+    a_sibling_after_the_grace_window_ends_the_family_without_a_reuse_verdict,
     unknown_secret_revokes_family,
     idle_family_expires,
     absolute_lifetime_is_never_extended,

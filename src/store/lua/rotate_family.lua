@@ -18,8 +18,9 @@
 --                                                successor, never a new branch
 --   {"behind", uid, gen, exp, abs_exp}           the store lost its last rotation and the
 --                                                cookie proves it: successor is now cur
---   {"behind_unproven", uid}         ahead of the store without proof: family ended
---                                    (reason=store_behind), no theft alleged
+--   {"behind_unproven", uid}         ahead of the store without proof, or a sibling past the
+--                                    grace window: family ended (reason=store_behind), no
+--                                    theft alleged
 --   {"reuse", uid}                   any other secret: family revoked (reason=reuse)
 --   {"revoked"}                      family already revoked (a tombstone)
 --   {"expired"}                      family missing, or idle/absolute expiry has passed
@@ -96,6 +97,13 @@ if within_grace and (ARGV[1] == prev or sibling) then
   if sealed then
     return {'grace', uid, gen, exp, abs_exp, sealed}
   end
+end
+
+-- A sibling past the grace window (or with no successor kept) is still a lost write's
+-- artefact, never a replay of anything the store handed out: end the family, accuse nobody.
+if sibling then
+  ended('store_behind')
+  return {'behind_unproven', uid}
 end
 
 if presented_gen and presented_gen > store_gen then

@@ -379,38 +379,74 @@ fn with_protocol(info: ConnectionInfo, protocol: ProtocolVersion) -> ConnectionI
     info.set_redis_settings(settings)
 }
 
+/// What [`Source::primaries`] keeps between calls: the Cluster connection it reads
+/// `CLUSTER SLOTS` on.
+#[derive(Default)]
+pub(super) struct Discovery {
+    cluster: Option<ClusterConnection>,
+}
+
+/// Slots of a Redis Cluster.
+const CLUSTER_SLOTS: i64 = 16384;
+
 impl Source {
-    /// A client of each primary that holds keys: the server, the primary the sentinels name
-    /// now, or every primary of the Cluster (from `CLUSTER SLOTS`).
-    pub(super) async fn primaries(&self) -> Result<Vec<redis::Client>, RedisError> {
+    /// Each primary that holds keys now, by address (`host:port`), with a client for it: the
+    /// server, the primary the sentinels name now, or every primary of the Cluster (from
+    /// `CLUSTER SLOTS`, which must cover every slot). Sorted by address, so two answers compare.
+    pub(super) async fn primaries(
+        &self,
+        discovery: &mut Discovery,
+    ) -> Result<Vec<(String, redis::Client)>, RedisError> {
+        let one = |client: redis::Client| {
+            let addr = client.get_connection_info().addr().to_string();
+            Ok(vec![(addr, client)])
+        };
         match self {
-            Self::Server(client) => Ok(vec![client.clone()]),
-            Self::Sentinel(sentinel) => Ok(vec![sentinel.lock().await.async_get_client().await?]),
+            Self::Server(client) => one(client.clone()),
+            Self::Sentinel(sentinel) => one(sentinel.lock().await.async_get_client().await?),
             Self::Cluster {
                 client,
                 node,
                 certificates,
             } => {
-                let mut conn = client.get_async_connection().await?;
-                let slots: Vec<Vec<Value>> = redis::cmd("CLUSTER")
-                    .arg("SLOTS")
-                    .query_async(&mut conn)
-                    .await?;
-                let mut primaries: Vec<(String, u16)> = slots
-                    .iter()
-                    .filter_map(|range| match range.get(2)? {
-                        Value::Array(primary) => Some((
-                            redis::from_redis_value_ref(primary.first()?).ok()?,
-                            redis::from_redis_value_ref(primary.get(1)?).ok()?,
-                        )),
-                        _ => None,
-                    })
-                    .collect();
+                let conn = match &mut discovery.cluster {
+                    Some(conn) => conn,
+                    none => none.insert(client.get_async_connection().await?),
+                };
+                let slots: Vec<Vec<Value>> =
+                    redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+                let unreadable =
+                    || RedisError::from((ErrorKind::Parse, "a CLUSTER SLOTS range it cannot read"));
+                let mut covered = 0;
+                let mut primaries = Vec::with_capacity(slots.len());
+                for range in &slots {
+                    let (Some(start), Some(end), Some(Value::Array(primary))) =
+                        (range.first(), range.get(1), range.get(2))
+                    else {
+                        return Err(unreadable());
+                    };
+                    let start: i64 = redis::from_redis_value_ref(start)?;
+                    let end: i64 = redis::from_redis_value_ref(end)?;
+                    covered += end - start + 1;
+                    let (Some(host), Some(port)) = (primary.first(), primary.get(1)) else {
+                        return Err(unreadable());
+                    };
+                    let host: String = redis::from_redis_value_ref(host)?;
+                    let port: u16 = redis::from_redis_value_ref(port)?;
+                    primaries.push((host, port));
+                }
+                if covered != CLUSTER_SLOTS {
+                    return Err(RedisError::from((
+                        ErrorKind::ClusterConnectionNotFound,
+                        "the cluster's slots are not all served",
+                    )));
+                }
                 primaries.sort();
                 primaries.dedup();
                 primaries
                     .into_iter()
                     .map(|(host, port)| {
+                        let key = format!("{host}:{port}");
                         let addr = match node.addr() {
                             &ConnectionAddr::TcpTls {
                                 insecure,
@@ -425,10 +461,11 @@ impl Source {
                             _ => ConnectionAddr::Tcp(host, port),
                         };
                         let info = (**node).clone().set_addr(addr);
-                        match certificates {
+                        let client = match certificates {
                             Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
                             None => redis::Client::open(info),
-                        }
+                        }?;
+                        Ok((key, client))
                     })
                     .collect()
             }

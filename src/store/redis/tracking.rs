@@ -33,7 +33,10 @@ use std::{
 use deadpool_redis::redis::{self, AsyncConnectionConfig, PushKind, RedisError, Value};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{pool::Source, records::LivenessRow};
+use super::{
+    pool::{Discovery, Source},
+    records::LivenessRow,
+};
 use crate::store::UserRecord;
 
 const HEARTBEAT_MS: u64 = 200;
@@ -217,10 +220,12 @@ impl LivenessCache {
         self.users.invalidate(id);
     }
 
-    /// Empties both caches (tracking goes on).
+    /// Empties both caches (tracking goes on, or starts or ends): changes may have been
+    /// missed, so every open stream re-checks.
     fn flush(&self) {
         self.families.clear();
         self.users.clear();
+        let _ = self.changes.send(crate::store::EVERY_FAMILY.to_owned());
     }
 
     /// Tracking started (`true`) or ended: a new epoch, and an empty cache either way.
@@ -305,9 +310,14 @@ async fn session(
         .set_connection_timeout(Some(HEARTBEAT_TIMEOUT))
         .set_response_timeout(Some(HEARTBEAT_TIMEOUT))
         .set_push_sender(pushes);
-    let primaries = source.primaries().await?;
+    let mut discovery = Discovery::default();
+    let primaries = source.primaries(&mut discovery).await?;
+    if primaries.is_empty() {
+        return Ok(());
+    }
+    let tracked: Vec<&str> = primaries.iter().map(|(addr, _)| addr.as_str()).collect();
     let mut connections = Vec::with_capacity(primaries.len());
-    for primary in &primaries {
+    for (_, primary) in &primaries {
         let mut conn = primary
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
@@ -352,22 +362,36 @@ async fn session(
                 if cache.strong_count() == 0 || !still_primaries(&mut connections).await? {
                     return Ok(());
                 }
+                // The primaries the sentinels name, or the Cluster's slots say, now: another
+                // set (a failover, slots moved to a node not tracked) ends this session.
+                let now = tokio::time::timeout(HEARTBEAT_TIMEOUT, source.primaries(&mut discovery))
+                    .await
+                    .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+                if !now.iter().map(|(addr, _)| addr.as_str()).eq(tracked.iter().copied()) {
+                    return Ok(());
+                }
             }
         }
     }
 }
 
-/// Whether every tracking connection answers `ROLE` in time, as a primary.
+/// Whether every tracking connection answers `ROLE` as a primary, all asked at once, within
+/// [`HEARTBEAT_TIMEOUT`] in all.
 async fn still_primaries(
     connections: &mut [redis::aio::MultiplexedConnection],
 ) -> Result<bool, RedisError> {
-    for conn in connections {
+    let asked = connections.iter_mut().map(|conn| async move {
         let role: Vec<Value> = redis::cmd("ROLE").query_async(conn).await?;
-        if !matches!(role.first(), Some(Value::BulkString(r)) if r.as_slice() == b"master") {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+        Ok::<_, RedisError>(
+            matches!(role.first(), Some(Value::BulkString(r)) if r.as_slice() == b"master"),
+        )
+    });
+    let answers = tokio::time::timeout(HEARTBEAT_TIMEOUT, futures_util::future::join_all(asked))
+        .await
+        .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))?;
+    answers
+        .into_iter()
+        .try_fold(true, |all, answer| Ok(all && answer?))
 }
 
 /// The key prefixes tracked: `<prefix>fam:` and `<prefix>user:`.
