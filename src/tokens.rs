@@ -48,12 +48,14 @@ pub fn random_cookie_key() -> Result<Vec<u8>, TokenError> {
     Ok(random_bytes::<64>()?.to_vec())
 }
 
-/// A refresh token: the family it belongs to, its generation and a 256-bit secret. `Debug`
-/// hides the secret.
+/// A refresh token: the family it belongs to and a 256-bit secret, and the generation the
+/// store gave it. `Debug` hides the secret.
 ///
 /// The generation lets the store tell a token that is *ahead* of it (the store lost its last
-/// write, DESIGN.md §5 "Lost writes") from a replayed older one. Tokens written before
-/// generations existed (`<family_id>.<secret>`) still parse, with no generation.
+/// write, DESIGN.md §5 "Lost writes") from a replayed older one. It travels beside the token
+/// in the sealed cookie, not in the token's text (`<family_id>.<secret>`, as before): a
+/// gateway from before generations still reads every token, so instances can be upgraded
+/// one at a time. A cookie without one (written by such a gateway) has `None`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshToken {
     pub family_id: String,
@@ -81,33 +83,16 @@ impl RefreshToken {
         })
     }
 
-    /// The same secret at the generation the store gave it.
-    pub fn at_generation(mut self, generation: u64) -> Self {
-        self.generation = Some(generation);
+    /// The same secret at the generation the store gave it (or the cookie says).
+    pub fn at_generation(mut self, generation: impl Into<Option<u64>>) -> Self {
+        self.generation = generation.into();
         self
     }
 
-    /// Parses `<family_id>.<generation>.<secret>` (16 and 32 bytes of base64url, a decimal
-    /// generation), or the older `<family_id>.<secret>`.
+    /// Parses `<family_id>.<secret>`: 16 and 32 bytes of base64url. No generation: that comes
+    /// from beside the token ([`RefreshToken::at_generation`]).
     pub fn parse(text: &str) -> Result<Self, TokenError> {
-        let mut parts = text.split('.');
-        let (family_id, generation, secret) =
-            match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some(fid), Some(secret), None, None) => (fid, None, secret),
-                (Some(fid), Some(generation), Some(secret), None) => {
-                    // One spelling per number: decimal digits, no sign, no leading zero.
-                    let canonical = !generation.is_empty()
-                        && generation.len() <= 19
-                        && generation.bytes().all(|b| b.is_ascii_digit())
-                        && (generation == "0" || !generation.starts_with('0'));
-                    if !canonical {
-                        return Err(TokenError::Malformed);
-                    }
-                    let generation = generation.parse().map_err(|_| TokenError::Malformed)?;
-                    (fid, Some(generation), secret)
-                }
-                _ => return Err(TokenError::Malformed),
-            };
+        let (family_id, secret) = text.split_once('.').ok_or(TokenError::Malformed)?;
         let fid_ok = B64.decode(family_id).is_ok_and(|b| b.len() == 16);
         let secret_ok = B64.decode(secret).is_ok_and(|b| b.len() == 32);
         if !(fid_ok && secret_ok) {
@@ -115,17 +100,14 @@ impl RefreshToken {
         }
         Ok(Self {
             family_id: family_id.to_owned(),
-            generation,
+            generation: None,
             secret: secret.to_owned(),
         })
     }
 
-    /// The text form, for the cookie only.
+    /// The text form, for the cookie only (without the generation).
     pub fn expose(&self) -> String {
-        match self.generation {
-            Some(generation) => format!("{}.{generation}.{}", self.family_id, self.secret),
-            None => format!("{}.{}", self.family_id, self.secret),
-        }
+        format!("{}.{}", self.family_id, self.secret)
     }
 
     /// SHA-256 of the secret, base64url: the only form the store sees. The generation is not
@@ -390,28 +372,18 @@ mod tests {
         let fid = new_id().unwrap();
         let t = RefreshToken::generate(&fid, 7).unwrap();
         let parsed = RefreshToken::parse(&t.expose()).unwrap();
-        assert_eq!(parsed, t);
-        assert_eq!(parsed.generation, Some(7));
+        assert_eq!(parsed.generation, None, "the generation is not in the text");
+        assert_eq!(parsed.at_generation(7), t);
         assert!(!format!("{t:?}").contains(&t.secret));
         assert_eq!(t.secret_hash().len(), 43);
     }
 
     #[test]
-    fn a_token_from_before_generations_still_parses_without_one() {
-        let fid = new_id().unwrap();
-        let t = RefreshToken::generate(&fid, 3).unwrap();
-        let legacy = format!("{fid}.{}", t.secret);
-        let parsed = RefreshToken::parse(&legacy).unwrap();
-        assert_eq!(parsed.generation, None);
-        assert_eq!(parsed.secret_hash(), t.secret_hash());
-        assert_eq!(parsed.expose(), legacy);
-    }
-
-    #[test]
-    fn the_generation_is_not_part_of_the_secret_hash() {
+    fn the_generation_is_not_part_of_the_text_or_the_secret_hash() {
         let t = RefreshToken::generate(&new_id().unwrap(), 1).unwrap();
-        let h = t.secret_hash();
-        assert_eq!(t.at_generation(9).secret_hash(), h);
+        let (text, hash) = (t.expose(), t.secret_hash());
+        let later = t.at_generation(9);
+        assert_eq!((later.expose(), later.secret_hash()), (text, hash));
     }
 
     #[test]
@@ -493,7 +465,7 @@ mod tests {
         let t = RefreshToken::generate(&fid, 0).unwrap();
         let sealed = sealer.seal(&fid, &t).unwrap();
         assert!(!sealed.contains(&t.secret));
-        assert_eq!(sealer.open(&fid, &sealed).unwrap(), t);
+        assert_eq!(sealer.open(&fid, &sealed).unwrap().at_generation(0), t);
         assert!(sealer.open(&new_id().unwrap(), &sealed).is_err());
         assert!(Sealer::new(&[2u8; 64]).open(&fid, &sealed).is_err());
     }

@@ -266,6 +266,7 @@ const providerErrors = {
   provider_unavailable: 'The identity provider cannot be reached right now. Try again later.',
   account_refused: 'This account may not sign in here. Ask your administrator.',
   unavailable: 'The service is temporarily unavailable. Try again in a moment.',
+  throttled: 'Too many sign-in attempts from this address. Wait a moment and try again.',
 };
 
 /** The sign-in error the gateway sent this page to show, removed from the address bar. */

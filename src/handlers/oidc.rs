@@ -24,6 +24,7 @@ use crate::{
         backchannel, http::ProviderClient, CallbackParams, FlowState, IdentityProviders, OidcError,
         ProviderInfo, FLOW_TTL,
     },
+    session::SessionError,
     web::{context::client_info, cookie::CookieSettings, signed_in, ApiError, AppState},
 };
 
@@ -104,24 +105,38 @@ pub async fn callback(
         // A repeated parameter: which one counts would be the attacker's choice.
         Err(()) => CallbackParams::default(),
     };
-    let outcome = providers
-        .finish(
-            &id,
-            params,
-            flow,
-            &http,
-            &state.sessions,
-            client_info(&req),
-            signed_in::presented(&session),
-        )
-        .await;
-    let mut answer = match outcome {
-        Ok(done) => {
-            signed_in::opened(&session, done.auth)?;
-            see_other(&done.return_to)
+    // Throttled like a password login, under the address (a callback names no account).
+    let mut answer = match state
+        .sessions
+        .reserve_provider_sign_in(&client_info(&req))
+        .await
+    {
+        Err(SessionError::Throttled { .. }) => see_other("/?login_error=throttled"),
+        Err(e) => return Err(e.into()),
+        Ok(()) => {
+            let outcome = providers
+                .finish(
+                    &id,
+                    params,
+                    flow,
+                    &http,
+                    &state.sessions,
+                    client_info(&req),
+                    signed_in::presented(&session),
+                )
+                .await;
+            match outcome {
+                Ok(done) => {
+                    signed_in::opened(&session, done.auth)?;
+                    see_other(&done.return_to)
+                }
+                Err(OidcError::UnknownProvider) => return Err(ApiError::NotFound),
+                Err(e) => {
+                    state.sessions.provider_sign_in_failed();
+                    failed(&id, &e)
+                }
+            }
         }
-        Err(OidcError::UnknownProvider) => return Err(ApiError::NotFound),
-        Err(e) => failed(&id, &e),
     };
     answer
         .add_cookie(&cookies.flow_removal())

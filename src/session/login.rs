@@ -4,7 +4,7 @@
 
 use super::{
     normalize_email,
-    throttle::{Throttle, ThrottleVerdict},
+    throttle::{self, Throttle, ThrottleVerdict},
     user_view, Authenticated, ClientInfo, CookieTokens, SessionError, SessionView, Sessions,
 };
 use crate::{
@@ -59,6 +59,25 @@ impl Sessions {
         Ok(signed_in)
     }
 
+    /// Reserves a sign-in through an identity provider from `client`'s address, before any of
+    /// its checks: the address's login throttle (a callback names no account). A delay that
+    /// runs is [`SessionError::Throttled`], counted and logged like a throttled login.
+    pub async fn reserve_provider_sign_in(&self, client: &ClientInfo) -> Result<(), SessionError> {
+        let settings = self.settings.throttle.as_ref();
+        match throttle::reserve_address(self.store.as_ref(), settings, &client.ip, self.now())
+            .await?
+        {
+            ThrottleVerdict::Free => Ok(()),
+            ThrottleVerdict::Locked { retry_after_ms } => Err(throttled(retry_after_ms, client)),
+        }
+    }
+
+    /// A sign-in through an identity provider failed its checks: counted as a failed login
+    /// (its reservation stays counted against the address).
+    pub fn provider_sign_in_failed(&self) {
+        metrics::login(metrics::Login::BadCredentials);
+    }
+
     /// Opens a session for a user whom someone else authenticated (an identity provider,
     /// named by `via` in the log): the rest of a password login — a disabled user is refused
     /// (one answer, as for a wrong password), a replaced cookie's family is ended, and the
@@ -79,6 +98,8 @@ impl Sessions {
             self.end_replaced(&previous, now).await?;
         }
         let signed_in = self.open_session(user, &client, now).await?;
+        let settings = self.settings.throttle.as_ref();
+        throttle::refund_address(self.store.as_ref(), settings, &client.ip).await?;
         metrics::login(metrics::Login::Ok);
         tracing::info!(event = "login", via, user = %user.id, family = %signed_in.session.id, ip = %client.ip, "session opened");
         Ok(signed_in)
@@ -187,6 +208,7 @@ impl Sessions {
                 access,
                 refresh: refresh.expose(),
                 previous: None,
+                generation: refresh.generation,
             }),
         })
     }

@@ -41,6 +41,9 @@ pub struct CookieTokens {
     /// The refresh token `refresh` replaced (none after a login): with it the cookie proves
     /// a rotation the store lost (DESIGN.md §5 "Lost writes").
     pub previous: Option<String>,
+    /// `refresh`'s generation, as the store gave it (none in a cookie from a gateway before
+    /// generations).
+    pub generation: Option<u64>,
 }
 
 impl fmt::Debug for CookieTokens {
@@ -306,7 +309,9 @@ impl Sessions {
         client: &ClientInfo,
     ) -> Result<Authenticated, SessionError> {
         let invalid = |_| SessionError::Invalid(InvalidReason::Malformed);
-        let presented = RefreshToken::parse(&tokens.refresh).map_err(invalid)?;
+        let presented = RefreshToken::parse(&tokens.refresh)
+            .map_err(invalid)?
+            .at_generation(tokens.generation);
         let claims = peek_claims(&tokens.access).map_err(invalid)?;
         if claims.sid != presented.family_id {
             return Err(SessionError::Invalid(InvalidReason::Malformed));
@@ -505,6 +510,7 @@ impl Sessions {
                 access,
                 refresh: refresh.expose(),
                 previous: Some(predecessor),
+                generation: refresh.generation,
             }),
         })
     }

@@ -122,6 +122,43 @@ impl<'a> Throttle<'a> {
 
 /// A throttle key: `<kind>:` and the SHA-256 of `parts`, so the store never holds an email or
 /// an address. Each part is ended by a NUL, so `a`+`bc` and `ab`+`c` hash apart.
+/// A sign-in that names no account (an identity provider's callback) is throttled under its
+/// address only, with the address's policy: reserved before the flow's checks; given back
+/// when it succeeds ([`refund_address`]). `Free` when throttling is disabled.
+pub async fn reserve_address(
+    store: &dyn Store,
+    settings: Option<&ThrottleSettings>,
+    ip: &str,
+    now: Millis,
+) -> Result<ThrottleVerdict, StoreError> {
+    let Some(settings) = settings else {
+        return Ok(ThrottleVerdict::Free);
+    };
+    Ok(
+        match store
+            .throttle_reserve(&key("ip", &[ip]), &settings.ip, now)
+            .await?
+        {
+            Reservation::Granted { .. } => ThrottleVerdict::Free,
+            Reservation::Refused { until } => ThrottleVerdict::Locked {
+                retry_after_ms: until - now,
+            },
+        },
+    )
+}
+
+/// Gives back what [`reserve_address`] reserved (the sign-in succeeded).
+pub async fn refund_address(
+    store: &dyn Store,
+    settings: Option<&ThrottleSettings>,
+    ip: &str,
+) -> Result<(), StoreError> {
+    match settings {
+        Some(_) => store.throttle_refund(&key("ip", &[ip])).await,
+        None => Ok(()),
+    }
+}
+
 fn key(kind: &str, parts: &[&str]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for part in parts {

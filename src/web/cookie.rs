@@ -37,6 +37,8 @@ const ACCESS: &str = "at";
 const REFRESH: &str = "rt";
 /// The refresh token the current one replaced: proof of a rotation the store lost.
 const PREVIOUS: &str = "pr";
+/// The current refresh token's generation (beside the token, which older gateways parse).
+const GENERATION: &str = "gn";
 
 /// Marker a request carries when its answer must remove the session cookie (see [`clear`]).
 #[derive(Debug, Clone, Copy)]
@@ -315,10 +317,12 @@ pub fn read(session: &Session) -> Option<CookieTokens> {
     let access = session.get::<String>(ACCESS).ok().flatten()?;
     let refresh = session.get::<String>(REFRESH).ok().flatten()?;
     let previous = session.get::<String>(PREVIOUS).ok().flatten();
+    let generation = session.get::<u64>(GENERATION).ok().flatten();
     Some(CookieTokens {
         access,
         refresh,
         previous,
+        generation,
     })
 }
 
@@ -331,6 +335,13 @@ pub fn write(session: &Session, tokens: &CookieTokens) -> Result<(), String> {
             Some(previous) => session.insert(PREVIOUS, previous),
             None => {
                 session.remove(PREVIOUS);
+                Ok(())
+            }
+        })
+        .and_then(|()| match tokens.generation {
+            Some(generation) => session.insert(GENERATION, generation),
+            None => {
+                session.remove(GENERATION);
                 Ok(())
             }
         })

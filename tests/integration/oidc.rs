@@ -640,3 +640,29 @@ fn base64url(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
+
+/// Failed callbacks count against the address like failed password logins: past the
+/// address's free attempts a callback is refused before any check (`throttled`), and a
+/// successful sign-in gives its attempt back.
+#[actix_web::test]
+async fn failed_provider_sign_ins_from_one_address_are_throttled() {
+    let mut config = test_config();
+    config.throttle.enabled = true;
+    config.throttle.ip_free_attempts = 2;
+    config.throttle.base_delay = Duration::from_secs(60);
+    let fx = Fixture::start_with(config).await;
+    let client = navigator();
+    let at = sign_in_at_provider(&client, &fx.gw, "/", "mallory").await;
+    let forged = with_param(&at.callback, "state", Some("forged"));
+    let callback = || {
+        plain()
+            .get(&forged)
+            .header("cookie", format!("{FLOW_COOKIE}={}", at.flow_cookie))
+            .send()
+    };
+    for _ in 0..2 {
+        assert_refused(&callback().await.expect("callback"), "state_mismatch");
+    }
+    assert_refused(&callback().await.expect("callback"), "throttled");
+    assert_nothing_stored(&fx.gw, "mallory").await;
+}

@@ -469,7 +469,8 @@ impl CommandCount {
                 info.lines()
                     .filter_map(|l| l.strip_prefix("cmdstat_"))
                     .filter_map(|l| l.split_once(":calls="))
-                    .filter(|(name, _)| !excluded.contains(name))
+                    // Subcommands count as their command (`cluster|slots` is `cluster`).
+                    .filter(|(name, _)| !excluded.contains(&name.split('|').next().unwrap_or(name)))
                     .filter_map(|(_, rest)| rest.split(',').next()?.parse::<u64>().ok())
                     .sum::<u64>()
             })
