@@ -28,8 +28,8 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// A user account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A user account. `Debug` shows no password hash.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub id: String,
     /// Lower-cased.
@@ -39,6 +39,19 @@ pub struct UserRecord {
     pub roles: Vec<String>,
     pub disabled: bool,
     pub created_ms: Millis,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("password_hash", &"[redacted]")
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .field("created_ms", &self.created_ms)
+            .finish()
+    }
 }
 
 /// Why a family was revoked.
@@ -386,4 +399,24 @@ pub async fn revoke_user_families(
 /// The expiry of a family record that was last used at `now`.
 pub fn family_expiry(now: Millis, idle_ms: Millis, abs_exp: Millis) -> Millis {
     now.saturating_add(idle_ms).min(abs_exp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_records_debug_shows_no_password_hash() {
+        let user = UserRecord {
+            id: "u1".into(),
+            email: "a@example.com".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            roles: vec!["admin".into()],
+            disabled: false,
+            created_ms: 1,
+        };
+        let shown = format!("{user:?}");
+        assert!(!shown.contains("argon2"), "{shown}");
+        assert!(shown.contains("a@example.com") && shown.contains("[redacted]"));
+    }
 }
