@@ -100,6 +100,17 @@ impl RedisStore {
             .is_some_and(|(_, cache)| cache.is_tracking())
     }
 
+    /// Family `id`'s liveness fields as Redis holds them now.
+    async fn read_liveness(&self, id: &str) -> Result<records::LivenessRow, StoreError> {
+        self.pools
+            .read(
+                redis::cmd("HMGET")
+                    .arg(self.keys.family(id))
+                    .arg(&LIVENESS_FIELDS[..]),
+            )
+            .await
+    }
+
     /// User `id`'s record as Redis holds it now.
     async fn read_user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let map: HashMap<String, String> = self
@@ -271,18 +282,10 @@ impl Store for RedisStore {
     async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
         // From memory while tracking runs (started by the per-request check; a CLI command
         // never starts it): each rotation reads its user.
-        let ticket = match &self.liveness {
-            Some((_, cache)) => match cache.user(id) {
-                Ok(user) => return Ok(user),
-                Err(ticket) => Some((cache, ticket)),
-            },
-            None => None,
-        };
-        let user = self.read_user(id).await?;
-        if let Some((cache, ticket)) = ticket {
-            cache.put_user(id, user.clone(), ticket);
+        match &self.liveness {
+            Some((_, cache)) => cache.user(id, || self.read_user(id)).await,
+            None => self.read_user(id).await,
         }
-        Ok(user)
     }
 
     async fn update_user(&self, user: &UserRecord) -> Result<(), StoreError> {
@@ -347,29 +350,15 @@ impl Store for RedisStore {
     }
 
     async fn family_liveness(&self, id: &str, now: Millis) -> Result<Liveness, StoreError> {
-        let ticket = match &self.liveness {
+        let row = match &self.liveness {
             Some((source, cache)) => {
                 if !cache.is_started() {
                     cache.start(Arc::clone(source), self.prefixes());
                 }
-                match cache.family(id) {
-                    Ok(row) => return records::family_liveness(row, now),
-                    Err(ticket) => Some((cache, ticket)),
-                }
+                cache.family(id, || self.read_liveness(id)).await?
             }
-            None => None,
+            None => self.read_liveness(id).await?,
         };
-        let row: records::LivenessRow = self
-            .pools
-            .read(
-                redis::cmd("HMGET")
-                    .arg(self.keys.family(id))
-                    .arg(&LIVENESS_FIELDS[..]),
-            )
-            .await?;
-        if let Some((cache, ticket)) = ticket {
-            cache.put_family(id, row.clone(), ticket);
-        }
         records::family_liveness(row, now)
     }
 

@@ -585,18 +585,8 @@ impl Pools {
     /// written and one that died after Redis ran it with the same error, so nothing proves
     /// that a write did not run.
     pub(super) async fn read<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        let first = {
-            let mut conn = self.conn().await?;
-            cmd.query_async(&mut conn).await
-        };
-        match first {
-            Err(e) if connection_lost(&e) => {
-                tracing::debug!(error = %e, "a read lost its Redis connection; sent once more");
-                let mut conn = self.conn().await?;
-                cmd.query_async(&mut conn).await.map_err(unavailable)
-            }
-            result => result.map_err(unavailable),
-        }
+        self.read_once_more(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     /// [`Pools::read`] for a pipeline of reads.
@@ -604,15 +594,20 @@ impl Pools {
         &self,
         pipe: &Pipeline,
     ) -> Result<T, StoreError> {
-        let first = {
-            let mut conn = self.conn().await?;
-            pipe.query_async(&mut conn).await
-        };
-        match first {
+        self.read_once_more(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Sends a read on a lent connection, and once more on another when the first lost its
+    /// connection (see [`Pools::read`]).
+    async fn read_once_more<T, F>(&self, send: impl Fn(Conn) -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        match send(self.conn().await?).await {
             Err(e) if connection_lost(&e) => {
                 tracing::debug!(error = %e, "a read lost its Redis connection; sent once more");
-                let mut conn = self.conn().await?;
-                pipe.query_async(&mut conn).await.map_err(unavailable)
+                send(self.conn().await?).await.map_err(unavailable)
             }
             result => result.map_err(unavailable),
         }

@@ -23,6 +23,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, PoisonError, Weak,
@@ -37,7 +38,7 @@ use super::{
     pool::{Discovery, Source},
     records::LivenessRow,
 };
-use crate::store::UserRecord;
+use crate::store::{StoreError, UserRecord};
 
 const HEARTBEAT_MS: u64 = 200;
 const HEARTBEAT_TIMEOUT_MS: u64 = 300;
@@ -112,6 +113,26 @@ impl<V: Clone> Shards<V> {
         })
     }
 
+    /// `id`'s value from memory while tracking runs, else what `read` reads — kept unless an
+    /// invalidation of its shard, or a change of tracking, came while it ran.
+    async fn read_through<F>(
+        &self,
+        id: &str,
+        epoch: &AtomicU64,
+        read: impl FnOnce() -> F,
+    ) -> Result<V, StoreError>
+    where
+        F: Future<Output = Result<V, StoreError>>,
+    {
+        let ticket = match self.get(id, epoch.load(Ordering::Acquire)) {
+            Ok(cached) => return Ok(cached),
+            Err(ticket) => ticket,
+        };
+        let value = read().await?;
+        self.put(id, value.clone(), ticket, epoch);
+        Ok(value)
+    }
+
     /// Keeps `value` unless `epoch` (now) is not the ticket's, tracking is off, or the shard
     /// saw an invalidation since the ticket was taken.
     fn put(&self, id: &str, value: V, ticket: Ticket, epoch: &AtomicU64) {
@@ -148,7 +169,7 @@ impl<V: Clone> Shards<V> {
 
 /// Proof that a read started while tracking worked, and what had been invalidated by then.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Ticket {
+struct Ticket {
     shard: usize,
     invalidations: u64,
     epoch: u64,
@@ -188,15 +209,17 @@ impl LivenessCache {
         self.epoch.load(Ordering::Acquire) % 2 == 1
     }
 
-    /// The cached row of family `id`, or a ticket for reading it from Redis.
-    pub(super) fn family(&self, id: &str) -> Result<LivenessRow, Ticket> {
-        self.families.get(id, self.epoch.load(Ordering::Acquire))
-    }
-
-    /// Keeps `row`, read from Redis under `ticket`, unless tracking changed or the family
-    /// was invalidated since the ticket was taken.
-    pub(super) fn put_family(&self, id: &str, row: LivenessRow, ticket: Ticket) {
-        self.families.put(id, row, ticket, &self.epoch);
+    /// Family `id`'s liveness row from memory while tracking runs, else what `read` reads
+    /// from Redis (kept for next time unless the family changed meanwhile).
+    pub(super) async fn family<F>(
+        &self,
+        id: &str,
+        read: impl FnOnce() -> F,
+    ) -> Result<LivenessRow, StoreError>
+    where
+        F: Future<Output = Result<LivenessRow, StoreError>>,
+    {
+        self.families.read_through(id, &self.epoch, read).await
     }
 
     /// Forgets family `id` (it changed, or this instance is about to change it).
@@ -205,14 +228,16 @@ impl LivenessCache {
         let _ = self.changes.send(id.to_owned());
     }
 
-    /// The cached record of user `id` (`None`: no such user), or a ticket for reading it.
-    pub(super) fn user(&self, id: &str) -> Result<Option<UserRecord>, Ticket> {
-        self.users.get(id, self.epoch.load(Ordering::Acquire))
-    }
-
-    /// [`LivenessCache::put_family`] for a user record.
-    pub(super) fn put_user(&self, id: &str, user: Option<UserRecord>, ticket: Ticket) {
-        self.users.put(id, user, ticket, &self.epoch);
+    /// [`LivenessCache::family`] for user `id`'s record (`None`: no such user).
+    pub(super) async fn user<F>(
+        &self,
+        id: &str,
+        read: impl FnOnce() -> F,
+    ) -> Result<Option<UserRecord>, StoreError>
+    where
+        F: Future<Output = Result<Option<UserRecord>, StoreError>>,
+    {
+        self.users.read_through(id, &self.epoch, read).await
     }
 
     /// Forgets user `id`.
@@ -444,44 +469,64 @@ mod tests {
         cache
     }
 
-    #[test]
-    fn nothing_is_cached_while_tracking_is_down() {
+    async fn read(value: LivenessRow) -> Result<LivenessRow, StoreError> {
+        Ok(value)
+    }
+
+    /// A read the cache must not make: it answers from memory.
+    async fn no_read() -> Result<LivenessRow, StoreError> {
+        Err(StoreError::Unavailable("Redis was asked".into()))
+    }
+
+    fn remembers(cache: &LivenessCache, id: &str) -> bool {
+        cache
+            .families
+            .get(id, cache.epoch.load(Ordering::Acquire))
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn nothing_is_cached_while_tracking_is_down() {
         let cache = LivenessCache::new();
-        let ticket = cache.family("f").unwrap_err();
-        cache.put_family("f", row("u"), ticket);
-        assert!(cache.family("f").is_err());
+        assert_eq!(
+            cache.family("f", || read(row("u"))).await.ok(),
+            Some(row("u"))
+        );
+        assert!(!remembers(&cache, "f"));
     }
 
-    #[test]
-    fn a_read_is_cached_until_its_family_is_invalidated() {
+    #[tokio::test]
+    async fn a_read_is_cached_until_its_family_is_invalidated() {
         let cache = tracking();
-        let ticket = cache.family("f").unwrap_err();
-        cache.put_family("f", row("u"), ticket);
-        assert_eq!(cache.family("f").ok(), Some(row("u")));
+        cache.family("f", || read(row("u"))).await.unwrap();
+        assert_eq!(cache.family("f", no_read).await.ok(), Some(row("u")));
         cache.invalidate_family("f");
-        assert!(cache.family("f").is_err());
+        assert!(!remembers(&cache, "f"));
     }
 
-    #[test]
-    fn a_read_that_raced_an_invalidation_is_not_cached() {
+    #[tokio::test]
+    async fn a_read_that_raced_an_invalidation_is_not_cached() {
         let cache = tracking();
-        let ticket = cache.family("f").unwrap_err();
-        cache.invalidate_family("f"); // the revocation's push came before the read's answer
-        cache.put_family("f", row("u"), ticket);
-        assert!(cache.family("f").is_err());
+        let raced = async {
+            cache.invalidate_family("f"); // the revocation's push came before the read's answer
+            Ok(row("u"))
+        };
+        cache.family("f", || raced).await.unwrap();
+        assert!(!remembers(&cache, "f"));
     }
 
-    #[test]
-    fn losing_tracking_empties_the_cache_and_refuses_reads_begun_before() {
+    #[tokio::test]
+    async fn losing_tracking_empties_the_cache_and_refuses_reads_begun_before() {
         let cache = tracking();
-        let ticket = cache.family("f").unwrap_err();
-        cache.put_family("f", row("u"), ticket);
-        let late = cache.family("g").unwrap_err();
-        cache.set_tracking(false);
-        assert!(cache.family("f").is_err(), "emptied");
-        cache.set_tracking(true);
-        cache.put_family("g", row("u"), late);
-        assert!(cache.family("g").is_err(), "a read from before the gap");
+        cache.family("f", || read(row("u"))).await.unwrap();
+        let across_a_gap = async {
+            cache.set_tracking(false);
+            assert!(!remembers(&cache, "f"), "emptied");
+            cache.set_tracking(true);
+            Ok(row("u"))
+        };
+        cache.family("g", || across_a_gap).await.unwrap();
+        assert!(!remembers(&cache, "g"), "a read from before the gap");
     }
 
     #[test]
@@ -492,13 +537,13 @@ mod tests {
         assert_eq!(tagged("p:user:", b"p:user:{abc}:fams"), Some("abc"));
     }
 
-    #[test]
-    fn a_user_record_is_cached_until_the_user_changes() {
+    #[tokio::test]
+    async fn a_user_record_is_cached_until_the_user_changes() {
         let cache = tracking();
-        let ticket = cache.user("u").unwrap_err();
-        cache.put_user("u", None, ticket);
-        assert_eq!(cache.user("u").ok(), Some(None));
+        cache.user("u", || async { Ok(None) }).await.unwrap();
+        let asked = || async { Err(StoreError::Unavailable("Redis was asked".into())) };
+        assert_eq!(cache.user("u", asked).await.ok(), Some(None));
         cache.invalidate_user("u");
-        assert!(cache.user("u").is_err());
+        assert!(cache.user("u", asked).await.is_err());
     }
 }
