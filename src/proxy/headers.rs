@@ -72,6 +72,10 @@ fn filter_cookies(
     allow: &[String],
     gateway_cookie: &str,
 ) -> Option<HeaderValue> {
+    // Most routes forward no cookie at all: then the browser's are not even read.
+    if allow.is_empty() {
+        return None;
+    }
     let kept: Vec<&str> = headers
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
@@ -110,11 +114,8 @@ pub fn to_upstream(
             out.append(name.clone(), value.clone());
         }
     }
-    // Most routes forward no cookie at all: then the browser's are not even read.
-    if !allow_cookies.is_empty() {
-        if let Some(cookies) = filter_cookies(incoming, allow_cookies, gateway_cookie) {
-            out.insert(header::COOKIE, cookies);
-        }
+    if let Some(cookies) = filter_cookies(incoming, allow_cookies, gateway_cookie) {
+        out.insert(header::COOKIE, cookies);
     }
     if let Some(token) = bearer {
         if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {

@@ -328,23 +328,25 @@ pub fn read(session: &Session) -> Option<CookieTokens> {
 
 /// Puts new tokens in the session; the middleware seals them into a new cookie.
 pub fn write(session: &Session, tokens: &CookieTokens) -> Result<(), String> {
+    // An absent value is removed: a stale one from the cookie's previous state must not stay.
+    fn put_or_remove<T: serde::Serialize>(
+        session: &Session,
+        key: &str,
+        value: Option<&T>,
+    ) -> Result<(), actix_session::SessionInsertError> {
+        match value {
+            Some(value) => session.insert(key, value),
+            None => {
+                session.remove(key);
+                Ok(())
+            }
+        }
+    }
     session
         .insert(ACCESS, &tokens.access)
         .and_then(|()| session.insert(REFRESH, &tokens.refresh))
-        .and_then(|()| match &tokens.previous {
-            Some(previous) => session.insert(PREVIOUS, previous),
-            None => {
-                session.remove(PREVIOUS);
-                Ok(())
-            }
-        })
-        .and_then(|()| match tokens.generation {
-            Some(generation) => session.insert(GENERATION, generation),
-            None => {
-                session.remove(GENERATION);
-                Ok(())
-            }
-        })
+        .and_then(|()| put_or_remove(session, PREVIOUS, tokens.previous.as_ref()))
+        .and_then(|()| put_or_remove(session, GENERATION, tokens.generation.as_ref()))
         .map_err(|e| e.to_string())
 }
 
