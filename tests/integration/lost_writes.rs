@@ -67,15 +67,22 @@ async fn refused(gw: &TestGateway, cookie_value: &str) {
     assert!(is_removal(&res), "the cookie is cleared");
 }
 
-#[actix_web::test]
-async fn a_store_that_lost_the_last_rotation_answers_200_with_a_fresh_cookie_and_no_theft_verdict()
-{
+/// A signed-in browser refreshed twice, and the store lost the second rotation: the gateway
+/// (its Redis alive), and the cookies of the first and the lost rotation.
+async fn one_rotation_lost() -> (TestRedis, TestGateway, String, String) {
     let (redis, gw) = redis_gateway().await;
     let c0 = login_cookie_of(&gw, EMAIL).await;
     let c1 = refreshed(&gw, &c0).await;
     let before = snapshot(&redis, &c1);
     let c2 = refreshed(&gw, &c1).await;
     lose_writes_since(&redis, &before);
+    (redis, gw, c1, c2)
+}
+
+#[actix_web::test]
+async fn a_store_that_lost_the_last_rotation_answers_200_with_a_fresh_cookie_and_no_theft_verdict()
+{
+    let (_redis, gw, _, c2) = one_rotation_lost().await;
     assert_eq!(gw.live_generation(&c2).await, 1, "the store is one behind");
 
     let c3 = refreshed(&gw, &c2).await;
@@ -93,12 +100,7 @@ async fn a_store_that_lost_the_last_rotation_answers_200_with_a_fresh_cookie_and
 
 #[actix_web::test]
 async fn an_older_cookie_is_still_a_replay_after_the_store_lost_a_rotation() {
-    let (redis, gw) = redis_gateway().await;
-    let c0 = login_cookie_of(&gw, EMAIL).await;
-    let c1 = refreshed(&gw, &c0).await;
-    let before = snapshot(&redis, &c1);
-    let c2 = refreshed(&gw, &c1).await;
-    lose_writes_since(&redis, &before);
+    let (_redis, gw, c1, c2) = one_rotation_lost().await;
     let c3 = refreshed(&gw, &c2).await;
     // The thief's copy from before the loss: older than the store now, and no grace covers
     // it (its successor was lost, the store's predecessor is c2's secret).

@@ -133,6 +133,19 @@ struct AtCallback {
     flow_cookie: String,
 }
 
+impl AtCallback {
+    /// `url` (this callback, or a forged one) sent with this flow's cookie only, as whoever
+    /// kept the cookie and the URL would send it.
+    async fn send_with_flow(&self, url: &str) -> reqwest::Response {
+        plain()
+            .get(url)
+            .header("cookie", format!("{FLOW_COOKIE}={}", self.flow_cookie))
+            .send()
+            .await
+            .expect("callback")
+    }
+}
+
 /// Starts a sign-in at `gw` with `return_to` and signs in as `login` at the provider (its
 /// login form: any login, any password), up to the provider's redirect to the callback.
 async fn sign_in_at_provider(
@@ -378,13 +391,7 @@ async fn a_tampered_state_is_refused_and_nothing_is_stored() {
         // Two states: which one counts would be the sender's choice.
         format!("{}&state={state}", at.callback),
     ] {
-        let res = plain()
-            .get(&forged)
-            .header("cookie", format!("{FLOW_COOKIE}={}", at.flow_cookie))
-            .send()
-            .await
-            .expect("callback");
-        assert_refused(&res, "state_mismatch");
+        assert_refused(&at.send_with_flow(&forged).await, "state_mismatch");
     }
     // Without the flow cookie (another browser, or a forged callback): no flow.
     let res = plain().get(&at.callback).send().await.expect("callback");
@@ -401,13 +408,7 @@ async fn a_replayed_code_is_refused() {
     // The same browser again: its flow cookie is gone.
     assert_refused(&follow(&client, &at.callback).await, "flow_expired");
     // Someone who kept the flow cookie and the callback URL: the provider refuses the code.
-    let replay = plain()
-        .get(&at.callback)
-        .header("cookie", format!("{FLOW_COOKIE}={}", at.flow_cookie))
-        .send()
-        .await
-        .expect("replay");
-    assert_refused(&replay, "code_rejected");
+    assert_refused(&at.send_with_flow(&at.callback).await, "code_rejected");
     // Only the first sign-in's session exists.
     let families = fx
         .gw
@@ -458,13 +459,7 @@ async fn an_issuer_mix_up_is_refused() {
         // The provider promises iss (authorization_response_iss_parameter_supported).
         with_param(&at.callback, "iss", None),
     ] {
-        let res = plain()
-            .get(&forged)
-            .header("cookie", format!("{FLOW_COOKIE}={}", at.flow_cookie))
-            .send()
-            .await
-            .expect("callback");
-        assert_refused(&res, "issuer_mismatch");
+        assert_refused(&at.send_with_flow(&forged).await, "issuer_mismatch");
     }
     assert_nothing_stored(&fx.gw, "frank").await;
 }
@@ -654,15 +649,9 @@ async fn failed_provider_sign_ins_from_one_address_are_throttled() {
     let client = navigator();
     let at = sign_in_at_provider(&client, &fx.gw, "/", "mallory").await;
     let forged = with_param(&at.callback, "state", Some("forged"));
-    let callback = || {
-        plain()
-            .get(&forged)
-            .header("cookie", format!("{FLOW_COOKIE}={}", at.flow_cookie))
-            .send()
-    };
     for _ in 0..2 {
-        assert_refused(&callback().await.expect("callback"), "state_mismatch");
+        assert_refused(&at.send_with_flow(&forged).await, "state_mismatch");
     }
-    assert_refused(&callback().await.expect("callback"), "throttled");
+    assert_refused(&at.send_with_flow(&forged).await, "throttled");
     assert_nothing_stored(&fx.gw, "mallory").await;
 }

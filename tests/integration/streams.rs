@@ -153,30 +153,45 @@ async fn server_sent_events_end_when_their_session_logs_out() {
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
 
+/// A WebSocket and an event stream open on one instance of a Redis stack (configured by
+/// `tweak`), and the session logged out on another: how long each took to end after the
+/// logout's answer, having checked the WebSocket's policy close.
+async fn logged_out_elsewhere(tweak: impl FnOnce(&mut Config)) -> (Duration, Duration) {
+    let redis = TestRedis::new();
+    let s = stack(Some(&redis), tweak).await;
+    let tracked = s.config.redis.as_ref().is_some_and(|r| r.track_liveness);
+    let other = TestGateway::join(s.config.clone()).await;
+    let cookie = login_cookie_of(&s.gw, EMAIL).await;
+    let mut socket = open_socket(&s.gw, &cookie).await;
+    echo(&mut socket).await;
+    let mut events = open_events(&s.gw, &cookie).await;
+    if tracked {
+        eventually("liveness tracking", Duration::from_secs(10), || async {
+            s.gw.store.tracks_liveness()
+        })
+        .await;
+    }
+    let since = Instant::now();
+    logout(&other, &cookie).await;
+    let took_events = ended(&mut events, since).await;
+    let (code, took_socket) = closed(&mut socket, since).await;
+    assert_eq!(code, Some(ws::CloseCode::Policy));
+    (took_events, took_socket)
+}
+
 #[actix_web::test]
 async fn streams_on_another_instance_end_within_the_recheck_bound() {
-    let redis = TestRedis::new();
-    let s = stack(Some(&redis), |c| {
+    let (took_events, took_socket) = logged_out_elsewhere(|c| {
         c.session.stream_recheck = Duration::from_millis(500);
         if let Some(redis) = c.redis.as_mut() {
             redis.track_liveness = false; // the timer alone
         }
     })
     .await;
-    let other = TestGateway::join(s.config.clone()).await;
-    let cookie = login_cookie_of(&s.gw, EMAIL).await;
-    let mut socket = open_socket(&s.gw, &cookie).await;
-    echo(&mut socket).await;
-    let mut events = open_events(&s.gw, &cookie).await;
-    let since = Instant::now();
-    logout(&other, &cookie).await;
-    let took_events = ended(&mut events, since).await;
-    let (code, took_socket) = closed(&mut socket, since).await;
     eprintln!(
         "other instance (stream_recheck 500 ms): event stream ended after {took_events:?}, \
          WebSocket closed after {took_socket:?}"
     );
-    assert_eq!(code, Some(ws::CloseCode::Policy));
     let bound = Duration::from_millis(500 + 1000);
     assert!(took_events < bound && took_socket < bound);
 }
@@ -185,29 +200,14 @@ async fn streams_on_another_instance_end_within_the_recheck_bound() {
 /// however long `session.stream_recheck` is.
 #[actix_web::test]
 async fn streams_on_another_instance_end_at_once_when_redis_reports_the_logout() {
-    let redis = TestRedis::new();
-    let s = stack(Some(&redis), |c| {
+    let (took_events, took_socket) = logged_out_elsewhere(|c| {
         c.session.stream_recheck = Duration::from_secs(3600);
     })
     .await;
-    let other = TestGateway::join(s.config.clone()).await;
-    let cookie = login_cookie_of(&s.gw, EMAIL).await;
-    let mut socket = open_socket(&s.gw, &cookie).await;
-    echo(&mut socket).await;
-    let mut events = open_events(&s.gw, &cookie).await;
-    eventually("liveness tracking", Duration::from_secs(10), || async {
-        s.gw.store.tracks_liveness()
-    })
-    .await;
-    let since = Instant::now();
-    logout(&other, &cookie).await;
-    let took_events = ended(&mut events, since).await;
-    let (code, took_socket) = closed(&mut socket, since).await;
     eprintln!(
         "other instance (tracked, stream_recheck 1 h): event stream ended after \
          {took_events:?}, WebSocket closed after {took_socket:?}"
     );
-    assert_eq!(code, Some(ws::CloseCode::Policy));
     let bound = Duration::from_millis(500);
     assert!(took_events < bound && took_socket < bound);
 }
