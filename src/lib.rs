@@ -5,6 +5,7 @@
 //! [`build_server`] is what both the binary and the tests call.
 #![forbid(unsafe_code)]
 
+pub mod background;
 pub mod clock;
 pub mod config;
 pub mod demo;

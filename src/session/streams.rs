@@ -153,32 +153,24 @@ impl Streams {
     pub fn follow(self: &Arc<Self>, mut changes: tokio::sync::broadcast::Receiver<String>) {
         use tokio::sync::broadcast::error::RecvError;
         let streams = Arc::downgrade(self);
-        let spawned = std::thread::Builder::new()
-            .name("bffgate-stream-changes".into())
-            .spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
-                    return;
-                };
-                runtime.block_on(async move {
-                    loop {
-                        let change = changes.recv().await;
-                        let Some(streams) = streams.upgrade() else {
-                            return;
-                        };
-                        match change {
-                            Ok(every) if every == crate::store::EVERY_FAMILY => {
-                                streams.all_changed()
-                            }
-                            Ok(family_id) => streams.family_changed(&family_id),
-                            Err(RecvError::Lagged(_)) => streams.all_changed(),
-                            Err(RecvError::Closed) => return,
-                        }
+        crate::background::spawn(
+            "bffgate-stream-changes",
+            "open streams re-check their sessions on their timer only",
+            move || async move {
+                loop {
+                    let change = changes.recv().await;
+                    let Some(streams) = streams.upgrade() else {
+                        return;
+                    };
+                    match change {
+                        Ok(every) if every == crate::store::EVERY_FAMILY => streams.all_changed(),
+                        Ok(family_id) => streams.family_changed(&family_id),
+                        Err(RecvError::Lagged(_)) => streams.all_changed(),
+                        Err(RecvError::Closed) => return,
                     }
-                });
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "open streams will re-check their sessions on their timer only");
-        }
+                }
+            },
+        );
     }
 
     /// Every session of the user is over.

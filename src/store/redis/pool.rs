@@ -37,6 +37,11 @@ pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Whether a `ROLE` reply says the server is a primary.
+pub(super) fn is_primary(role: &[Value]) -> bool {
+    matches!(role.first(), Some(Value::BulkString(r)) if r.as_slice() == b"master")
+}
+
 /// A connection idle for longer than this is checked with a `PING` before it is lent again.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
@@ -110,9 +115,10 @@ impl Lender {
                     return Err(moved());
                 }
                 let role: Vec<Value> = redis::cmd("ROLE").query_async(conn).await?;
-                match role.first() {
-                    Some(Value::BulkString(role)) if role.as_slice() == b"master" => Ok(()),
-                    _ => Err(moved()),
+                if is_primary(&role) {
+                    Ok(())
+                } else {
+                    Err(moved())
                 }
             }
             (_, Connection::Server(conn)) => redis::cmd("PING").query_async::<()>(conn).await,

@@ -35,7 +35,7 @@ use deadpool_redis::redis::{self, AsyncConnectionConfig, PushKind, RedisError, V
 use tokio::sync::{broadcast, mpsc};
 
 use super::{
-    pool::{Discovery, Source},
+    pool::{is_primary, Discovery, Source},
     records::LivenessRow,
 };
 use crate::store::{StoreError, UserRecord};
@@ -286,24 +286,11 @@ impl LivenessCache {
     pub(super) fn start(self: &Arc<Self>, source: Arc<Source>, prefixes: Prefixes) {
         let cache = Arc::downgrade(self);
         self.started.call_once(move || {
-            let spawned = std::thread::Builder::new()
-                .name("bffgate-tracking".into())
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(runtime) => runtime,
-                        Err(e) => {
-                            tracing::error!(error = %e, "no runtime for liveness tracking; families are checked in Redis");
-                            return;
-                        }
-                    };
-                    runtime.block_on(track(cache, source, prefixes));
-                });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "no thread for liveness tracking; families are checked in Redis");
-            }
+            crate::background::spawn(
+                "bffgate-tracking",
+                "families are checked in Redis on every request",
+                move || track(cache, source, prefixes),
+            );
         });
     }
 }
@@ -389,15 +376,20 @@ async fn session(
                 }
                 // The primaries the sentinels name, or the Cluster's slots say, now: another
                 // set (a failover, slots moved to a node not tracked) ends this session.
-                let now = tokio::time::timeout(HEARTBEAT_TIMEOUT, source.primaries(&mut discovery))
-                    .await
-                    .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+                let now = in_time(source.primaries(&mut discovery)).await??;
                 if !now.iter().map(|(addr, _)| addr.as_str()).eq(tracked.iter().copied()) {
                     return Ok(());
                 }
             }
         }
     }
+}
+
+/// `work`'s outcome within [`HEARTBEAT_TIMEOUT`], or a timeout error.
+async fn in_time<T>(work: impl Future<Output = T>) -> Result<T, RedisError> {
+    tokio::time::timeout(HEARTBEAT_TIMEOUT, work)
+        .await
+        .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))
 }
 
 /// Whether every tracking connection answers `ROLE` as a primary, all asked at once, within
@@ -407,13 +399,9 @@ async fn still_primaries(
 ) -> Result<bool, RedisError> {
     let asked = connections.iter_mut().map(|conn| async move {
         let role: Vec<Value> = redis::cmd("ROLE").query_async(conn).await?;
-        Ok::<_, RedisError>(
-            matches!(role.first(), Some(Value::BulkString(r)) if r.as_slice() == b"master"),
-        )
+        Ok::<_, RedisError>(is_primary(&role))
     });
-    let answers = tokio::time::timeout(HEARTBEAT_TIMEOUT, futures_util::future::join_all(asked))
-        .await
-        .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))?;
+    let answers = in_time(futures_util::future::join_all(asked)).await?;
     answers
         .into_iter()
         .try_fold(true, |all, answer| Ok(all && answer?))
