@@ -4,7 +4,7 @@
 
 use super::{
     normalize_email,
-    throttle::{self, Throttle, ThrottleVerdict},
+    throttle::{Throttle, ThrottleVerdict},
     user_view, Authenticated, ClientInfo, CookieTokens, SessionError, SessionView, Sessions,
 };
 use crate::{
@@ -63,13 +63,19 @@ impl Sessions {
     /// its checks: the address's login throttle (a callback names no account). A delay that
     /// runs is [`SessionError::Throttled`], counted and logged like a throttled login.
     pub async fn reserve_provider_sign_in(&self, client: &ClientInfo) -> Result<(), SessionError> {
-        let settings = self.settings.throttle.as_ref();
-        match throttle::reserve_address(self.store.as_ref(), settings, &client.ip, self.now())
-            .await?
-        {
+        match self.address_throttle(client).reserve(self.now()).await? {
             ThrottleVerdict::Free => Ok(()),
             ThrottleVerdict::Locked { retry_after_ms } => Err(throttled(retry_after_ms, client)),
         }
+    }
+
+    /// The throttle of a sign-in through an identity provider from `client`.
+    fn address_throttle(&self, client: &ClientInfo) -> Throttle<'_> {
+        Throttle::for_address(
+            self.store.as_ref(),
+            self.settings.throttle.as_ref(),
+            &client.ip,
+        )
     }
 
     /// A sign-in through an identity provider failed its checks: counted as a failed login
@@ -98,8 +104,7 @@ impl Sessions {
             self.end_replaced(&previous, now).await?;
         }
         let signed_in = self.open_session(user, &client, now).await?;
-        let settings = self.settings.throttle.as_ref();
-        throttle::refund_address(self.store.as_ref(), settings, &client.ip).await?;
+        self.address_throttle(&client).succeeded().await?;
         metrics::login(metrics::Login::Ok);
         tracing::info!(event = "login", via, user = %user.id, family = %signed_in.session.id, ip = %client.ip, "session opened");
         Ok(signed_in)

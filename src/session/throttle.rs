@@ -59,9 +59,15 @@ pub enum ThrottleVerdict {
 pub struct Throttle<'a> {
     store: &'a dyn Store,
     settings: Option<&'a ThrottleSettings>,
-    pair_key: String,
     ip_key: String,
-    account_key: String,
+    /// The keys of the account an attempt names (a password login); none for a sign-in
+    /// through an identity provider, whose callback names no account.
+    account: Option<AccountKeys>,
+}
+
+struct AccountKeys {
+    pair: String,
+    account: String,
 }
 
 impl<'a> Throttle<'a> {
@@ -73,11 +79,26 @@ impl<'a> Throttle<'a> {
         ip: &str,
     ) -> Self {
         Self {
+            account: Some(AccountKeys {
+                pair: key("pair", &[email, ip]),
+                account: key("acct", &[email]),
+            }),
+            ..Self::for_address(store, settings, ip)
+        }
+    }
+
+    /// The throttle of a sign-in that names no account (an identity provider's callback):
+    /// the address's key only, with the address's policy.
+    pub fn for_address(
+        store: &'a dyn Store,
+        settings: Option<&'a ThrottleSettings>,
+        ip: &str,
+    ) -> Self {
+        Self {
             store,
             settings,
-            pair_key: key("pair", &[email, ip]),
             ip_key: key("ip", &[ip]),
-            account_key: key("acct", &[email]),
+            account: None,
         }
     }
 
@@ -87,11 +108,13 @@ impl<'a> Throttle<'a> {
         let Some(settings) = self.settings else {
             return Ok(ThrottleVerdict::Free);
         };
-        let keys = [
-            (&self.pair_key, &settings.pair),
-            (&self.ip_key, &settings.ip),
-            (&self.account_key, &settings.account),
-        ];
+        let account = self.account.as_ref();
+        let keys: Vec<(&String, &ThrottlePolicy)> = account
+            .map(|a| (&a.pair, &settings.pair))
+            .into_iter()
+            .chain([(&self.ip_key, &settings.ip)])
+            .chain(account.map(|a| (&a.account, &settings.account)))
+            .collect();
         for (reserved, (key, policy)) in keys.iter().enumerate() {
             if let Reservation::Refused { until } =
                 self.store.throttle_reserve(key, policy, now).await?
@@ -111,10 +134,15 @@ impl<'a> Throttle<'a> {
     /// the address and the account (which keep counting others' failures: one good account
     /// does not reopen an address that guesses at others).
     pub async fn succeeded(&self) -> Result<(), StoreError> {
-        if self.settings.is_some() {
-            self.store.throttle_reset(&self.pair_key).await?;
-            self.store.throttle_refund(&self.ip_key).await?;
-            self.store.throttle_refund(&self.account_key).await?;
+        if self.settings.is_none() {
+            return Ok(());
+        }
+        if let Some(account) = &self.account {
+            self.store.throttle_reset(&account.pair).await?;
+        }
+        self.store.throttle_refund(&self.ip_key).await?;
+        if let Some(account) = &self.account {
+            self.store.throttle_refund(&account.account).await?;
         }
         Ok(())
     }
@@ -122,43 +150,6 @@ impl<'a> Throttle<'a> {
 
 /// A throttle key: `<kind>:` and the SHA-256 of `parts`, so the store never holds an email or
 /// an address. Each part is ended by a NUL, so `a`+`bc` and `ab`+`c` hash apart.
-/// A sign-in that names no account (an identity provider's callback) is throttled under its
-/// address only, with the address's policy: reserved before the flow's checks; given back
-/// when it succeeds ([`refund_address`]). `Free` when throttling is disabled.
-pub async fn reserve_address(
-    store: &dyn Store,
-    settings: Option<&ThrottleSettings>,
-    ip: &str,
-    now: Millis,
-) -> Result<ThrottleVerdict, StoreError> {
-    let Some(settings) = settings else {
-        return Ok(ThrottleVerdict::Free);
-    };
-    Ok(
-        match store
-            .throttle_reserve(&key("ip", &[ip]), &settings.ip, now)
-            .await?
-        {
-            Reservation::Granted { .. } => ThrottleVerdict::Free,
-            Reservation::Refused { until } => ThrottleVerdict::Locked {
-                retry_after_ms: until - now,
-            },
-        },
-    )
-}
-
-/// Gives back what [`reserve_address`] reserved (the sign-in succeeded).
-pub async fn refund_address(
-    store: &dyn Store,
-    settings: Option<&ThrottleSettings>,
-    ip: &str,
-) -> Result<(), StoreError> {
-    match settings {
-        Some(_) => store.throttle_refund(&key("ip", &[ip])).await,
-        None => Ok(()),
-    }
-}
-
 fn key(kind: &str, parts: &[&str]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for part in parts {
