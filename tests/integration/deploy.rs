@@ -182,6 +182,69 @@ fn port_of(addr: &str) -> u16 {
         .expect("a port")
 }
 
+/// A compose service's environment for running its command on this machine: the mounted
+/// configuration file at its host path, the generated keys in `keys`, `store`'s settings
+/// (this test's Redis), the port `port`, the source tree's static files, this `PATH`.
+fn local_environment(
+    compose: &Value,
+    name: &str,
+    keys: &Path,
+    store: &[(&str, String)],
+    port: u16,
+) -> BTreeMap<String, String> {
+    let service = service(compose, name);
+    let mut env = environment_with_keys(service, keys);
+    let file = mounted(service, &env["BFFGATE_CONFIG"]);
+    env.insert("BFFGATE_CONFIG".into(), file.display().to_string());
+    for (key, value) in store {
+        env.insert((*key).to_owned(), value.clone());
+    }
+    env.insert("BFFGATE_LISTEN".into(), format!("127.0.0.1:{port}"));
+    env.insert(
+        "BFFGATE_STATIC_DIR".into(),
+        root().join("static").display().to_string(),
+    );
+    env.insert("PATH".into(), bin_path());
+    env
+}
+
+/// Runs a seed service's own command (entrypoint and command, `$$` unescaped to `$` as
+/// compose does) with `env`; it must succeed.
+fn run_seed(seed: &Value, env: BTreeMap<String, String>) {
+    let mut command = strings(&seed["entrypoint"]);
+    command.extend(
+        strings(&seed["command"])
+            .iter()
+            .map(|c| c.replace("$$", "$")),
+    );
+    let out = Command::new(&command[0])
+        .args(&command[1..])
+        .env_clear()
+        .envs(env)
+        .output()
+        .expect("seed runs");
+    assert!(
+        out.status.success(),
+        "seed failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts a gateway service's command (`bffgate` and its arguments) with `env`.
+fn start_gateway(gateway: &Value, env: BTreeMap<String, String>, what: &str) -> ChildProcess {
+    let mut start = strings(&gateway["command"]);
+    start.insert(0, BIN.to_owned());
+    ChildProcess::spawn(
+        Command::new(&start[0])
+            .args(&start[1..])
+            .env_clear()
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        what,
+    )
+}
+
 #[test]
 fn compose_file_names_only_services_ports_and_settings_that_exist() {
     let compose = compose();
@@ -344,63 +407,23 @@ async fn the_compose_start_command_serves_a_seeded_user() {
     let compose = compose();
     let redis = TestRedis::new();
     let port = free_port();
-    let path = bin_path();
     let keys = generated_keys(&compose);
-    // Run a compose service's environment on this machine: the mounted file at its host
-    // path, this test's Redis and port, the source tree's static files.
-    let env_of = |name: &str| {
-        let service = service(&compose, name);
-        let mut env = environment_with_keys(service, keys.path());
-        let file = mounted(service, &env["BFFGATE_CONFIG"]);
-        env.insert("BFFGATE_CONFIG".into(), file.display().to_string());
-        env.insert("BFFGATE_REDIS__URL".into(), redis.url.clone());
-        env.insert("BFFGATE_REDIS__KEY_PREFIX".into(), redis.prefix.clone());
-        env.insert("BFFGATE_LISTEN".into(), format!("127.0.0.1:{port}"));
-        env.insert(
-            "BFFGATE_STATIC_DIR".into(),
-            root().join("static").display().to_string(),
-        );
-        env.insert("PATH".into(), path.clone());
-        env
-    };
+    let store = [
+        ("BFFGATE_REDIS__URL", redis.url.clone()),
+        ("BFFGATE_REDIS__KEY_PREFIX", redis.prefix.clone()),
+    ];
+    let env_of = |name: &str| local_environment(&compose, name, keys.path(), &store, port);
 
     // The seed service's own command, twice: it adds the user, then finds it there.
     let seed = service(&compose, "seed");
-    // Compose runs the command with `$$` unescaped to `$`.
-    let mut seed_command = strings(&seed["entrypoint"]);
-    seed_command.extend(
-        strings(&seed["command"])
-            .iter()
-            .map(|c| c.replace("$$", "$")),
-    );
     for _ in 0..2 {
-        let out = Command::new(&seed_command[0])
-            .args(&seed_command[1..])
-            .env_clear()
-            .envs(env_of("seed"))
-            .output()
-            .expect("seed runs");
-        assert!(
-            out.status.success(),
-            "seed failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_seed(seed, env_of("seed"));
     }
     let seed_env = environment(seed);
 
     let gateway = service(&compose, "gateway");
-    let mut start = strings(&gateway["command"]);
-    assert_eq!(start, ["serve"]);
-    start.insert(0, BIN.to_owned());
-    let mut serve = ChildProcess::spawn(
-        Command::new(&start[0])
-            .args(&start[1..])
-            .env_clear()
-            .envs(env_of("gateway"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-        "bffgate serve",
-    );
+    assert_eq!(strings(&gateway["command"]), ["serve"]);
+    let mut serve = start_gateway(gateway, env_of("gateway"), "bffgate serve");
     let base = format!("http://127.0.0.1:{port}");
     serve.wait_until_http_ok(&format!("{base}/readyz")).await;
     let client = browser();
@@ -627,61 +650,25 @@ async fn the_sentinel_gateways_start_commands_share_sessions_on_a_sentinel_group
     let mut group = SentinelGroup::start();
     group.wait_until_failover_is_possible();
     let keys = generated_keys(&compose);
-    let path = bin_path();
     let prefix = format!("t{}:", bffgate::tokens::new_id().expect("id"));
-    // A compose service's environment on this machine: the sentinels of the test's group
-    // (same master name), its own port.
-    let env_of = |name: &str, port: u16| {
-        let service = service(&compose, name);
-        let mut env = environment_with_keys(service, keys.path());
-        let file = mounted(service, &env["BFFGATE_CONFIG"]);
-        env.insert("BFFGATE_CONFIG".into(), file.display().to_string());
-        env.insert("BFFGATE_REDIS__NODES".into(), group.nodes().join(","));
-        env.insert("BFFGATE_REDIS__KEY_PREFIX".into(), prefix.clone());
-        env.insert("BFFGATE_LISTEN".into(), format!("127.0.0.1:{port}"));
-        env.insert(
-            "BFFGATE_STATIC_DIR".into(),
-            root().join("static").display().to_string(),
-        );
-        env.insert("PATH".into(), path.clone());
-        env
-    };
+    // The sentinels of the test's group (same master name).
+    let store = [
+        ("BFFGATE_REDIS__NODES", group.nodes().join(",")),
+        ("BFFGATE_REDIS__KEY_PREFIX", prefix),
+    ];
+    let env_of =
+        |name: &str, port: u16| local_environment(&compose, name, keys.path(), &store, port);
 
     let seed = service(&compose, "sentinel-seed");
-    let mut seed_command = strings(&seed["entrypoint"]);
-    seed_command.extend(
-        strings(&seed["command"])
-            .iter()
-            .map(|c| c.replace("$$", "$")),
-    );
-    let out = Command::new(&seed_command[0])
-        .args(&seed_command[1..])
-        .env_clear()
-        .envs(env_of("sentinel-seed", free_port()))
-        .output()
-        .expect("seed runs");
-    assert!(
-        out.status.success(),
-        "seed failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_seed(seed, env_of("sentinel-seed", free_port()));
     let seed_env = environment(seed);
 
     let mut bases = Vec::new();
     let mut processes = Vec::new();
     for name in SENTINEL_GATEWAYS {
         let port = free_port();
-        let mut start = strings(&service(&compose, name)["command"]);
-        start.insert(0, BIN.to_owned());
-        processes.push(ChildProcess::spawn(
-            Command::new(&start[0])
-                .args(&start[1..])
-                .env_clear()
-                .envs(env_of(name, port))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            name,
-        ));
+        let gateway = service(&compose, name);
+        processes.push(start_gateway(gateway, env_of(name, port), name));
         bases.push(format!("http://127.0.0.1:{port}"));
     }
     for (process, base) in processes.iter_mut().zip(&bases) {
